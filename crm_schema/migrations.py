@@ -1,0 +1,95 @@
+"""Run this package's Alembic migrations from Python, with or without the repository.
+
+In a checkout the scripts are the repository's ``alembic/`` folder; in an installed wheel
+they are shipped as ``crm_schema/_migrations``. Either way the same revisions run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script, ScriptDirectory
+from sqlalchemy.engine import URL
+
+from crm_schema.db import connect_checked, make_engine, normalize_url
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+BASELINE_REVISION = "0002_crm_baseline"
+
+
+def script_location() -> Path:
+    """Where the migration scripts are: shipped in the wheel, or the checkout's ``alembic/``."""
+    shipped = _PACKAGE_DIR / "_migrations"
+    if (shipped / "env.py").is_file():
+        return shipped
+    checkout = _PACKAGE_DIR.parent / "alembic"
+    if (checkout / "env.py").is_file():
+        return checkout
+    raise FileNotFoundError("crm_schema's migration scripts are missing from this installation")
+
+
+def make_config(url: str | URL | None = None) -> Config:
+    """An Alembic config for these migrations; ``url`` overrides ``DATABASE_URL``."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    if url is not None:
+        rendered = normalize_url(url).render_as_string(hide_password=False)
+        # ConfigParser interpolation would read a '%' in a password as a reference.
+        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    return config
+
+
+def script_directory() -> ScriptDirectory:
+    return ScriptDirectory.from_config(make_config())
+
+
+def revisions_in_order() -> list[Script]:
+    """Every revision, oldest first."""
+    return list(reversed(list(script_directory().walk_revisions())))
+
+
+def current_revision(url: str | URL) -> str | None:
+    """The revision the database is at, or ``None`` for an unmigrated database."""
+    with connect_checked(make_engine(url)) as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(url: str | URL, revision: str = "head") -> None:
+    command.upgrade(make_config(url), revision)
+
+
+def downgrade(url: str | URL, revision: str) -> None:
+    command.downgrade(make_config(url), revision)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    revision: str
+    doc: str
+    seconds: float
+
+
+def upgrade_stepwise(
+    url: str | URL,
+    target: str = "head",
+    on_start: Callable[[Script], None] | None = None,
+) -> Iterator[StepResult]:
+    """Upgrade one revision at a time, yielding each with its duration (for progress output)."""
+    current = current_revision(url)
+    scripts = revisions_in_order()
+    ids = [s.revision for s in scripts]
+    start = ids.index(current) + 1 if current in ids else 0
+    target_id = script_directory().get_revision(target)
+    stop = ids.index(target_id.revision) + 1 if target_id is not None else len(ids)
+    for script in scripts[start:stop]:
+        if on_start is not None:
+            on_start(script)
+        began = time.perf_counter()
+        upgrade(url, script.revision)
+        yield StepResult(script.revision, script.doc or "", time.perf_counter() - began)

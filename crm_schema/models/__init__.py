@@ -1,0 +1,30 @@
+"""Typed SQLAlchemy 2.0 models of the schema at ``head``.
+
+Migrations never import these (they are frozen history); a test proves the models and the
+migrated schema agree.
+"""
+
+from crm_schema.models.auth import auth_users
+from crm_schema.models.base import NAMING_CONVENTION, Base, include_name, include_object, metadata
+from crm_schema.models.communications import Communication
+from crm_schema.models.dispensaries import DispensaryProfile
+from crm_schema.models.orders import Order, OrderItem
+from crm_schema.models.products import Product
+from crm_schema.models.profiles import Profile
+from crm_schema.models.tasks import Task
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "Base",
+    "Communication",
+    "DispensaryProfile",
+    "Order",
+    "OrderItem",
+    "Product",
+    "Profile",
+    "Task",
+    "auth_users",
+    "include_name",
+    "include_object",
+    "metadata",
+]
