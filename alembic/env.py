@@ -67,10 +67,10 @@ def _configure(**kwargs: object) -> None:
 def run_migrations_offline() -> None:
     """Write the SQL to stdout (``alembic upgrade A:B --sql``); no database is needed."""
     url = _x_args().get("url") or config.get_main_option("sqlalchemy.url") or url_from_env()
-    if url:
-        _configure(url=normalize_url(url), literal_binds=True)
-    else:
-        _configure(dialect_name="postgresql", literal_binds=True)
+    # "named" paramstyle: with psycopg's default, every '%' in the SQL (format('%I'), LIKE
+    # patterns) would come out doubled, which psql does not undo.
+    target = {"url": normalize_url(url)} if url else {"dialect_name": "postgresql"}
+    _configure(literal_binds=True, dialect_opts={"paramstyle": "named"}, **target)
     for name, value in _timeouts().items():
         context.execute(f"SET {name} = '{value}'")
     with context.begin_transaction():

@@ -58,5 +58,10 @@ def start(datadir: Path, *, keep: bool = False, delete: bool = False) -> Embedde
     return EmbeddedServer(datadir, module.get_server(datadir, cleanup_mode=mode))
 
 
+def bin_dir() -> Path:
+    """The embedded server's binaries (``psql``, ``pg_dump`` ...), for machines without them."""
+    return Path(_server_module().POSTGRES_BIN_PATH)
+
+
 def is_initialized(datadir: Path) -> bool:
     return (datadir / "PG_VERSION").is_file()

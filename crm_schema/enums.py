@@ -86,6 +86,62 @@ class TaskPriority(StrEnum):
     URGENT = "urgent"
 
 
+class PermissionType(StrEnum):
+    """An action on a resource. ``manage`` implies every other action on that resource."""
+
+    READ = "read"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    EXPORT = "export"
+    MANAGE = "manage"
+
+
+class ResourceType(StrEnum):
+    """What a permission or an activity is about."""
+
+    PROFILE = "profile"
+    DISPENSARY = "dispensary"
+    PRODUCT = "product"
+    ORDER = "order"
+    COMMUNICATION = "communication"
+    TASK = "task"
+    PERMISSION = "permission"
+    ACTIVITY_LOG = "activity_log"
+    CHANGE_LOG = "change_log"
+    REPORT = "report"
+    SYSTEM = "system"
+
+
+class ActivityType(StrEnum):
+    LOGIN = "login"
+    LOGOUT = "logout"
+    LOGIN_FAILED = "login_failed"
+    PASSWORD_RESET = "password_reset"
+    VIEW = "view"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    SOFT_DELETE = "soft_delete"
+    RESTORE = "restore"
+    EXPORT = "export"
+    PERMISSION_GRANTED = "permission_granted"
+    PERMISSION_REVOKED = "permission_revoked"
+    ROLE_CHANGED = "role_changed"
+    REPORT_RUN = "report_run"
+    SYSTEM = "system"
+
+
+class ChangeOperation(StrEnum):
+    """What a change-log row records."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+    SOFT_DELETE = "soft_delete"
+    RESTORE = "restore"
+
+
 # PostgreSQL type name -> Python enum, for the models and the mirror test.
 PG_ENUMS: dict[str, type[StrEnum]] = {
     "user_role": UserRole,
@@ -97,4 +153,8 @@ PG_ENUMS: dict[str, type[StrEnum]] = {
     "communication_type": CommunicationType,
     "task_status": TaskStatus,
     "task_priority": TaskPriority,
+    "permission_type": PermissionType,
+    "resource_type": ResourceType,
+    "activity_type": ActivityType,
+    "change_operation": ChangeOperation,
 }

@@ -4,6 +4,7 @@ root, including every bad-input path (one clear line, exit 2, nothing changed)."
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from alembic import command
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
-from crm_schema import cli, db, migrations
+from crm_schema import cli, db, embedded, migrations
 from tests import catalog
 from tests.conftest import REPO
 
@@ -40,6 +41,13 @@ def crm(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def alembic(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return run(str(BIN / "alembic"), *args, **env)
+
+
+def psql_file(url: URL, script: Path) -> subprocess.CompletedProcess[str]:
+    """Apply a SQL file the way a DBA would: ``psql -f``, stopping at the first error."""
+    psql = shutil.which("psql") or str(embedded.bin_dir() / "psql")
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return run(psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), conninfo)
 
 
 def url_text(url: URL) -> str:
@@ -174,16 +182,18 @@ def test_second_concurrent_migration_is_refused(empty_db_url: URL, empty_engine:
 
 
 def test_offline_sql_builds_the_same_schema(
-    empty_db_url: URL, empty_engine: Engine, db_url: URL, make_engine: Any
+    empty_db_url: URL, empty_engine: Engine, db_url: URL, make_engine: Any, tmp_path: Path
 ) -> None:
     result = alembic("upgrade", "head", "--sql")
     assert result.returncode == 0, result.stderr
     sql = result.stdout
     assert "SET lock_timeout = '5s'" in sql
     assert "CREATE TABLE public.profiles" in sql
+    script = tmp_path / "upgrade.sql"
+    script.write_text(sql)
+    applied = psql_file(empty_db_url, script)
+    assert applied.returncode == 0, applied.stderr
     with empty_engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
-        connection.exec_driver_sql(sql)
         offline = catalog.snapshot(connection)
     with make_engine(db_url).connect() as connection:
         online = catalog.snapshot(connection)

@@ -4,11 +4,14 @@ Migrations never import these (they are frozen history); a test proves the model
 migrated schema agree.
 """
 
+from crm_schema.models.activity import UserActivityLog
 from crm_schema.models.auth import auth_users
 from crm_schema.models.base import NAMING_CONVENTION, Base, include_name, include_object, metadata
+from crm_schema.models.change_log import ChangeLog
 from crm_schema.models.communications import Communication
 from crm_schema.models.dispensaries import DispensaryProfile
 from crm_schema.models.orders import Order, OrderItem
+from crm_schema.models.permissions import RolePermission, UserPermission
 from crm_schema.models.products import Product
 from crm_schema.models.profiles import Profile
 from crm_schema.models.tasks import Task
@@ -16,13 +19,17 @@ from crm_schema.models.tasks import Task
 __all__ = [
     "NAMING_CONVENTION",
     "Base",
+    "ChangeLog",
     "Communication",
     "DispensaryProfile",
     "Order",
     "OrderItem",
     "Product",
     "Profile",
+    "RolePermission",
     "Task",
+    "UserActivityLog",
+    "UserPermission",
     "auth_users",
     "include_name",
     "include_object",

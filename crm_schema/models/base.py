@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, MetaData, Numeric, Text, func, text
-from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import CheckConstraint, DateTime, Enum, MetaData, Numeric, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 # PostgreSQL's own default names (profiles_pkey, orders_agent_id_fkey, products_sku_key), so
 # constraints written as plain SQL in a revision and the models name things the same way.
@@ -61,8 +62,56 @@ def updated_at() -> Mapped[dt.datetime]:
     return mapped_column(server_default=func.now())
 
 
-# Objects the models deliberately do not describe, so autogenerate leaves them alone.
-EXCLUDED_TABLES = frozenset({"alembic_version"})
+JsonObject = dict[str, Any]
+
+
+class Tracked:
+    """Edit tracking and soft delete, on every tracked table (revision 0003).
+
+    The database maintains these: triggers bump ``version`` and ``edit_count`` and set
+    ``updated_by`` on every update, whatever the client sends. ``deleted_at`` set means
+    soft-deleted: the row stays (and keeps its references) but leaves non-admin reads.
+    """
+
+    version: Mapped[int] = mapped_column(server_default=text("1"), doc="Starts at 1.")
+    edit_count: Mapped[int] = mapped_column(server_default=text("0"))
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(doc="Who last changed the row.")
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(doc="Set when soft-deleted.")
+    deleted_by: Mapped[uuid.UUID | None]
+
+
+class HasMetadata:
+    """A free-form jsonb object (``metadata`` in the database; the name is taken in Python)."""
+
+    @declared_attr
+    def metadata_(cls) -> Mapped[JsonObject]:  # noqa: N805 - declared_attr takes the class
+        return mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
+
+
+EMAIL_PATTERN = r"'^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$'"
+
+
+def tracking_checks(*, with_metadata: bool = True) -> tuple[CheckConstraint, ...]:
+    """The checks revision 0004 puts on every tracked table (named ``<table>_<name>_check``)."""
+    checks: tuple[CheckConstraint, ...] = (
+        CheckConstraint("version >= 1", name="version"),
+        CheckConstraint("edit_count >= 0", name="edit_count"),
+        CheckConstraint("deleted_by IS NULL OR deleted_at IS NOT NULL", name="deleted_by"),
+    )
+    if with_metadata:
+        checks += (CheckConstraint("jsonb_typeof(metadata) = 'object'", name="metadata"),)
+    return checks
+
+
+# Objects the models deliberately do not describe, so autogenerate leaves them alone:
+# Alembic's own table, and the activity log's partitions, which the maintenance functions
+# create and detach at run time (the partitioned parent is a model).
+EXCLUDED_TABLES = frozenset({"alembic_version", "user_activity_overflow"})
+ACTIVITY_PARTITION = re.compile(r"^user_activity_log_\d{4}_\d{2}$")
+
+
+def is_excluded_table(name: str | None) -> bool:
+    return name in EXCLUDED_TABLES or bool(name and ACTIVITY_PARTITION.match(name))
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
@@ -70,7 +119,7 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     if type_ == "schema":
         return name in (None, "public")
     if type_ == "table":
-        return name not in EXCLUDED_TABLES
+        return not is_excluded_table(name)
     return True
 
 
@@ -80,19 +129,23 @@ def include_object(
     """Alembic ``include_object`` hook: leave model tables outside ``public`` (Supabase's
     ``auth.users``) alone even when a caller asks autogenerate to include every schema."""
     if type_ == "table":
-        return getattr(obj, "schema", None) in (None, "public") and name not in EXCLUDED_TABLES
+        return getattr(obj, "schema", None) in (None, "public") and not is_excluded_table(name)
     return True
 
 
 __all__: Sequence[str] = (
     "NAMING_CONVENTION",
     "Base",
+    "HasMetadata",
+    "JsonObject",
     "Money",
+    "Tracked",
     "created_at",
     "include_name",
     "include_object",
     "metadata",
     "pg_enum",
+    "tracking_checks",
     "updated_at",
     "uuid_pk",
 )

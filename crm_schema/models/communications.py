@@ -6,19 +6,37 @@ import datetime as dt
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import ForeignKey, Index, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_schema.enums import CommunicationType
-from crm_schema.models.base import Base, created_at, pg_enum, updated_at, uuid_pk
+from crm_schema.models.base import (
+    Base,
+    HasMetadata,
+    Tracked,
+    created_at,
+    pg_enum,
+    tracking_checks,
+    updated_at,
+    uuid_pk,
+)
 
 if TYPE_CHECKING:
     from crm_schema.models.dispensaries import DispensaryProfile
     from crm_schema.models.profiles import Profile
 
 
-class Communication(Base):
+class Communication(Tracked, HasMetadata, Base):
     __tablename__ = "communications"
+    __table_args__ = (
+        *tracking_checks(),
+        Index(
+            "communications_dispensary_time_live_idx",
+            "dispensary_id",
+            text("occurred_at DESC"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     dispensary_id: Mapped[uuid.UUID] = mapped_column(

@@ -6,11 +6,21 @@ import datetime as dt
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import CheckConstraint, ForeignKey, Index, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_schema.enums import DispensaryStatus, LicenseStatus
-from crm_schema.models.base import Base, created_at, pg_enum, updated_at, uuid_pk
+from crm_schema.models.base import (
+    EMAIL_PATTERN,
+    Base,
+    HasMetadata,
+    Tracked,
+    created_at,
+    pg_enum,
+    tracking_checks,
+    updated_at,
+    uuid_pk,
+)
 
 if TYPE_CHECKING:
     from crm_schema.models.communications import Communication
@@ -19,8 +29,27 @@ if TYPE_CHECKING:
     from crm_schema.models.tasks import Task
 
 
-class DispensaryProfile(Base):
+class DispensaryProfile(Tracked, HasMetadata, Base):
     __tablename__ = "dispensary_profiles"
+    __table_args__ = (
+        *tracking_checks(),
+        CheckConstraint(f"email IS NULL OR email ~* {EMAIL_PATTERN}", name="email_format"),
+        CheckConstraint(
+            "license_number IS NULL OR license_number ~ '^[A-Z]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}$'",
+            name="license_number_format",
+        ),
+        CheckConstraint("state ~ '^[A-Z]{2}$'", name="state"),
+        CheckConstraint(
+            "postal_code IS NULL OR postal_code ~ '^[0-9]{5}(-[0-9]{4})?$'", name="postal_code"
+        ),
+        Index(
+            "dispensary_profiles_agent_name_live_idx",
+            "assigned_agent_id",
+            "name",
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index("dispensary_profiles_metadata_idx", "metadata", postgresql_using="gin"),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     name: Mapped[str] = mapped_column(doc="Legal business name.")

@@ -7,11 +7,20 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy import BigInteger, ForeignKey, Identity, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_schema.enums import OrderStatus
-from crm_schema.models.base import Base, created_at, pg_enum, updated_at, uuid_pk
+from crm_schema.models.base import (
+    Base,
+    HasMetadata,
+    Tracked,
+    created_at,
+    pg_enum,
+    tracking_checks,
+    updated_at,
+    uuid_pk,
+)
 
 if TYPE_CHECKING:
     from crm_schema.models.dispensaries import DispensaryProfile
@@ -19,8 +28,24 @@ if TYPE_CHECKING:
     from crm_schema.models.profiles import Profile
 
 
-class Order(Base):
+class Order(Tracked, HasMetadata, Base):
     __tablename__ = "orders"
+    __table_args__ = (
+        *tracking_checks(),
+        CheckConstraint("total_amount >= 0", name="total_amount"),
+        Index(
+            "orders_dispensary_date_live_idx",
+            "dispensary_id",
+            text("order_date DESC"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index(
+            "orders_agent_date_live_idx",
+            "agent_id",
+            text("order_date DESC"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     order_number: Mapped[int] = mapped_column(
@@ -50,8 +75,13 @@ class Order(Base):
     )
 
 
-class OrderItem(Base):
+class OrderItem(Tracked, Base):
     __tablename__ = "order_items"
+    __table_args__ = (
+        *tracking_checks(with_metadata=False),
+        CheckConstraint("quantity > 0", name="quantity"),
+        CheckConstraint("unit_price >= 0", name="unit_price"),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     order_id: Mapped[uuid.UUID] = mapped_column(

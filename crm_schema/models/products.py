@@ -6,17 +6,32 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import Numeric
+from sqlalchemy import CheckConstraint, Numeric
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_schema.enums import ProductCategory, StrainType
-from crm_schema.models.base import Base, created_at, pg_enum, updated_at, uuid_pk
+from crm_schema.models.base import (
+    Base,
+    HasMetadata,
+    Tracked,
+    created_at,
+    pg_enum,
+    tracking_checks,
+    updated_at,
+    uuid_pk,
+)
 
 Percent = Numeric(5, 2)
 
 
-class Product(Base):
+class Product(Tracked, HasMetadata, Base):
     __tablename__ = "products"
+    __table_args__ = (
+        *tracking_checks(),
+        CheckConstraint("unit_price >= 0", name="unit_price"),
+        CheckConstraint("thc_percent BETWEEN 0 AND 100", name="thc_percent"),
+        CheckConstraint("cbd_percent BETWEEN 0 AND 100", name="cbd_percent"),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     name: Mapped[str]

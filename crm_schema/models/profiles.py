@@ -6,18 +6,33 @@ import datetime as dt
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import CheckConstraint, ForeignKey, Index, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_schema.enums import UserRole
-from crm_schema.models.base import Base, created_at, pg_enum, updated_at
+from crm_schema.models.base import (
+    EMAIL_PATTERN,
+    Base,
+    HasMetadata,
+    Tracked,
+    created_at,
+    pg_enum,
+    tracking_checks,
+    updated_at,
+)
 
 if TYPE_CHECKING:
     from crm_schema.models.dispensaries import DispensaryProfile
 
 
-class Profile(Base):
+class Profile(Tracked, HasMetadata, Base):
     __tablename__ = "profiles"
+    __table_args__ = (
+        *tracking_checks(),
+        CheckConstraint(f"email ~* {EMAIL_PATTERN}", name="email_format"),
+        CheckConstraint("login_count >= 0", name="login_count"),
+        Index("profiles_metadata_idx", "metadata", postgresql_using="gin"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("auth.users.id", ondelete="CASCADE"),
@@ -31,6 +46,11 @@ class Profile(Base):
     )
     phone: Mapped[str | None]
     territory: Mapped[str | None] = mapped_column(doc="Sales territory, e.g. 'Tulsa metro'.")
+    is_active: Mapped[bool] = mapped_column(
+        server_default=text("true"), doc="False locks the user out of every permission."
+    )
+    last_login_at: Mapped[dt.datetime | None]
+    login_count: Mapped[int] = mapped_column(server_default=text("0"))
     created_at: Mapped[dt.datetime] = created_at()
     updated_at: Mapped[dt.datetime] = updated_at()
 

@@ -6,19 +6,37 @@ import datetime as dt
 import uuid
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey
+from sqlalchemy import ForeignKey, Index, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_schema.enums import TaskPriority, TaskStatus
-from crm_schema.models.base import Base, created_at, pg_enum, updated_at, uuid_pk
+from crm_schema.models.base import (
+    Base,
+    HasMetadata,
+    Tracked,
+    created_at,
+    pg_enum,
+    tracking_checks,
+    updated_at,
+    uuid_pk,
+)
 
 if TYPE_CHECKING:
     from crm_schema.models.dispensaries import DispensaryProfile
     from crm_schema.models.profiles import Profile
 
 
-class Task(Base):
+class Task(Tracked, HasMetadata, Base):
     __tablename__ = "tasks"
+    __table_args__ = (
+        *tracking_checks(),
+        Index(
+            "tasks_assignee_open_idx",
+            "assigned_to",
+            "due_date",
+            postgresql_where=text("deleted_at IS NULL AND status IN ('pending', 'in_progress')"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     title: Mapped[str]

@@ -1,0 +1,327 @@
+"""Phase 2: indexes, validation constraints, and the monthly-partitioned activity log.
+
+Revision ID: 0004_phase2_indexes_constraints
+Revises: 0003_phase1_schema_structure
+Create Date: 2026-11-24
+
+Built to run on a busy production database:
+
+1. Existing rows are checked against every new constraint first. If any would fail, the
+   revision stops before changing anything and names each constraint with its count of
+   offending rows: fix them and run again.
+2. In one transaction: constraints added ``NOT VALID`` (a brief lock, no table scan), the
+   activity log converted to a table range-partitioned by month (a catch-all partition
+   ``user_activity_overflow`` keeps rows outside the created months, and is named so the
+   seed's ``LIKE 'user_activity_log_%'`` check still counts exactly the 12 monthly
+   partitions), indexes on the new tables, and ``ensure_activity_log_partitions()``.
+   Every statement here is guarded, so the revision can simply be run again if step 3
+   fails part way.
+3. Outside a transaction (Alembic's ``autocommit_block``): indexes on the baseline tables
+   built ``CONCURRENTLY`` (writes continue), each after dropping a half-built invalid one
+   left by an earlier failed attempt, then each constraint ``VALIDATE``d (a scan that does
+   not block reads or writes).
+
+Partition months are calendar months in UTC.
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0004_phase2_indexes_constraints"
+down_revision: str | Sequence[str] | None = "0003_phase1_schema_structure"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TRACKED = (
+    "profiles",
+    "dispensary_profiles",
+    "products",
+    "orders",
+    "order_items",
+    "communications",
+    "tasks",
+)
+WITH_METADATA = tuple(t for t in TRACKED if t != "order_items")
+EMAIL = r"'^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$'"
+
+# (table, constraint name, condition). Names follow the models' naming convention.
+CHECKS: tuple[tuple[str, str, str], ...] = (
+    *((t, f"{t}_version_check", "version >= 1") for t in TRACKED),
+    *((t, f"{t}_edit_count_check", "edit_count >= 0") for t in TRACKED),
+    *(
+        (t, f"{t}_deleted_by_check", "deleted_by IS NULL OR deleted_at IS NOT NULL")
+        for t in TRACKED
+    ),
+    *((t, f"{t}_metadata_check", "jsonb_typeof(metadata) = 'object'") for t in WITH_METADATA),
+    ("profiles", "profiles_email_format_check", f"email ~* {EMAIL}"),
+    ("profiles", "profiles_login_count_check", "login_count >= 0"),
+    (
+        "dispensary_profiles",
+        "dispensary_profiles_email_format_check",
+        f"email IS NULL OR email ~* {EMAIL}",
+    ),
+    (
+        "dispensary_profiles",
+        "dispensary_profiles_license_number_format_check",
+        "license_number IS NULL OR license_number ~ '^[A-Z]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}$'",
+    ),
+    ("dispensary_profiles", "dispensary_profiles_state_check", "state ~ '^[A-Z]{2}$'"),
+    (
+        "dispensary_profiles",
+        "dispensary_profiles_postal_code_check",
+        "postal_code IS NULL OR postal_code ~ '^[0-9]{5}(-[0-9]{4})?$'",
+    ),
+    ("products", "products_unit_price_check", "unit_price >= 0"),
+    ("products", "products_thc_percent_check", "thc_percent BETWEEN 0 AND 100"),
+    ("products", "products_cbd_percent_check", "cbd_percent BETWEEN 0 AND 100"),
+    ("orders", "orders_total_amount_check", "total_amount >= 0"),
+    ("order_items", "order_items_quantity_check", "quantity > 0"),
+    ("order_items", "order_items_unit_price_check", "unit_price >= 0"),
+    (
+        "user_permissions",
+        "user_permissions_expires_at_check",
+        "expires_at IS NULL OR expires_at > created_at",
+    ),
+)
+
+# Indexes on the (possibly large, busy) baseline tables: built CONCURRENTLY.
+CONCURRENT_INDEXES: tuple[tuple[str, str], ...] = (
+    (
+        "dispensary_profiles_agent_name_live_idx",
+        "public.dispensary_profiles (assigned_agent_id, name) WHERE deleted_at IS NULL",
+    ),
+    ("dispensary_profiles_metadata_idx", "public.dispensary_profiles USING gin (metadata)"),
+    ("profiles_metadata_idx", "public.profiles USING gin (metadata)"),
+    (
+        "orders_dispensary_date_live_idx",
+        "public.orders (dispensary_id, order_date DESC) WHERE deleted_at IS NULL",
+    ),
+    (
+        "orders_agent_date_live_idx",
+        "public.orders (agent_id, order_date DESC) WHERE deleted_at IS NULL",
+    ),
+    (
+        "communications_dispensary_time_live_idx",
+        "public.communications (dispensary_id, occurred_at DESC) WHERE deleted_at IS NULL",
+    ),
+    (
+        "tasks_assignee_open_idx",
+        "public.tasks (assigned_to, due_date) "
+        "WHERE deleted_at IS NULL AND status IN ('pending', 'in_progress')",
+    ),
+)
+
+# The activity log's columns, in 0003's order (the downgrade restores that table exactly).
+ACTIVITY_COLUMNS = """
+    id uuid NOT NULL DEFAULT gen_random_uuid(),
+    user_id uuid,
+    activity public.activity_type NOT NULL,
+    resource public.resource_type,
+    resource_id uuid,
+    metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
+    ip_address inet,
+    user_agent text,
+    created_at timestamptz NOT NULL DEFAULT now()"""
+ACTIVITY_COLUMN_NAMES = (
+    "id, user_id, activity, resource, resource_id, metadata, ip_address, user_agent, created_at"
+)
+ACTIVITY_COMMENT = (
+    "COMMENT ON TABLE public.user_activity_log IS "
+    "'What users did (logins, views, exports ...), written through public.log_user_activity.';"
+)
+ACTIVITY_GRANTS = """
+ALTER TABLE public.user_activity_log ENABLE ROW LEVEL SECURITY;
+REVOKE ALL ON TABLE public.user_activity_log FROM anon, authenticated, service_role;
+GRANT SELECT ON TABLE public.user_activity_log TO service_role;
+"""
+
+PARTITION_FUNCTION = r"""
+CREATE OR REPLACE FUNCTION public.ensure_activity_log_partitions(
+    months_ahead integer DEFAULT 11,
+    start_month date DEFAULT (now() AT TIME ZONE 'UTC')::date
+) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $fn$
+DECLARE
+    first_month constant date := date_trunc('month', start_month)::date;
+    month_start date;
+    low timestamptz;
+    high timestamptz;
+    part text;
+    created integer := 0;
+BEGIN
+    IF months_ahead IS NULL OR months_ahead NOT BETWEEN 0 AND 120 THEN
+        RAISE EXCEPTION 'months_ahead must be between 0 and 120, not %', months_ahead
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF start_month IS NULL THEN
+        RAISE EXCEPTION 'start_month must not be NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One maintainer at a time: a concurrent caller waits here, then finds the work done.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('public.user_activity_log'));
+    FOR i IN 0..months_ahead LOOP
+        month_start := (first_month + make_interval(months => i))::date;
+        part := 'user_activity_log_' || to_char(month_start, 'YYYY_MM');
+        CONTINUE WHEN to_regclass('public.' || quote_ident(part)) IS NOT NULL;
+        low := month_start::timestamp AT TIME ZONE 'UTC';
+        high := (month_start + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+        EXECUTE format('CREATE TABLE public.%I (LIKE public.user_activity_log INCLUDING DEFAULTS '
+                       'INCLUDING CONSTRAINTS)', part);
+        -- Rows that arrived before their month had a partition wait in the catch-all:
+        -- they move into the new partition, so attaching it never fails and nothing is lost.
+        EXECUTE format('WITH moved AS (DELETE FROM public.user_activity_overflow '
+                       'WHERE created_at >= %L AND created_at < %L RETURNING *) '
+                       'INSERT INTO public.%I SELECT * FROM moved', low, high, part);
+        EXECUTE format('ALTER TABLE public.user_activity_log ATTACH PARTITION public.%I '
+                       'FOR VALUES FROM (%L) TO (%L)', part, low, high);
+        -- A partition is a table of its own to PostgREST: lock it like the parent.
+        EXECUTE format('ALTER TABLE public.%I ENABLE ROW LEVEL SECURITY', part);
+        EXECUTE format('REVOKE ALL ON TABLE public.%I FROM anon, authenticated', part);
+        created := created + 1;
+    END LOOP;
+    RETURN created;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION public.ensure_activity_log_partitions(integer, date)
+    FROM PUBLIC, anon, authenticated;
+COMMENT ON FUNCTION public.ensure_activity_log_partitions(integer, date) IS
+    'Create the monthly activity-log partitions from start_month through months_ahead months '
+    'later (UTC months), moving waiting rows out of user_activity_overflow. Idempotent; '
+    'returns how many it created.';
+"""
+
+PARTITION_ACTIVITY_LOG = f"""
+DO $convert$
+BEGIN
+    IF (SELECT relkind FROM pg_catalog.pg_class
+        WHERE oid = 'public.user_activity_log'::regclass) = 'r' THEN
+        ALTER TABLE public.user_activity_log RENAME TO user_activity_log_unpartitioned;
+        ALTER INDEX public.user_activity_log_pkey RENAME TO user_activity_log_unpartitioned_pkey;
+        CREATE TABLE public.user_activity_log ({ACTIVITY_COLUMNS},
+            CONSTRAINT user_activity_log_pkey PRIMARY KEY (id, created_at),
+            CONSTRAINT user_activity_log_metadata_check CHECK (jsonb_typeof(metadata) = 'object')
+        ) PARTITION BY RANGE (created_at);
+        {ACTIVITY_COMMENT}
+        {ACTIVITY_GRANTS}
+        CREATE TABLE public.user_activity_overflow
+            PARTITION OF public.user_activity_log DEFAULT;
+        ALTER TABLE public.user_activity_overflow ENABLE ROW LEVEL SECURITY;
+        REVOKE ALL ON TABLE public.user_activity_overflow FROM anon, authenticated;
+        CREATE INDEX user_activity_log_user_time_idx
+            ON public.user_activity_log (user_id, created_at DESC);
+        CREATE INDEX user_activity_log_resource_idx
+            ON public.user_activity_log (resource, resource_id, created_at DESC)
+            WHERE resource_id IS NOT NULL;
+        CREATE INDEX user_activity_log_metadata_idx
+            ON public.user_activity_log USING gin (metadata);
+        INSERT INTO public.user_activity_log ({ACTIVITY_COLUMN_NAMES})
+            SELECT {ACTIVITY_COLUMN_NAMES} FROM public.user_activity_log_unpartitioned;
+        DROP TABLE public.user_activity_log_unpartitioned;
+    END IF;
+END
+$convert$;
+SELECT public.ensure_activity_log_partitions(11);
+"""
+
+CHANGE_LOG_INDEXES = """
+CREATE INDEX IF NOT EXISTS change_log_record_idx
+    ON public.change_log (table_name, record_id, changed_at DESC);
+CREATE INDEX IF NOT EXISTS change_log_changed_by_idx
+    ON public.change_log (changed_by, changed_at DESC);
+-- change_log only grows, in time order: a BRIN index answers time ranges at a tiny size.
+CREATE INDEX IF NOT EXISTS change_log_changed_at_idx ON public.change_log USING brin (changed_at);
+CREATE INDEX IF NOT EXISTS change_log_changed_columns_idx
+    ON public.change_log USING gin (changed_columns);
+"""
+
+
+def _tables_in_order() -> list[str]:
+    return list(dict.fromkeys(table for table, _, _ in CHECKS))
+
+
+def _precheck() -> str:
+    """One scan per table counting the rows each new constraint would reject."""
+    blocks = []
+    for table in _tables_in_order():
+        checks = [(name, cond) for t, name, cond in CHECKS if t == table]
+        counts = ", ".join(f"count(*) FILTER (WHERE NOT ({cond}))" for _, cond in checks)
+        names = ", ".join(f"'{name}'" for name, _ in checks)
+        blocks.append(
+            f"    SELECT ARRAY[{counts}] INTO counts FROM public.{table};\n"
+            f"    names := ARRAY[{names}];\n"
+            "    FOR i IN 1..cardinality(names) LOOP\n"
+            "        IF counts[i] > 0 THEN\n"
+            "            problems := problems || format('%s: %s row(s)', names[i], counts[i]);\n"
+            "        END IF;\n"
+            "    END LOOP;\n"
+        )
+    return (
+        "DO $precheck$\nDECLARE\n    counts bigint[];\n    names text[];\n"
+        "    problems text[] := '{}';\nBEGIN\n"
+        + "".join(blocks)
+        + "    IF cardinality(problems) > 0 THEN\n"
+        "        RAISE EXCEPTION 'existing rows violate the new constraints: %', "
+        "array_to_string(problems, '; ')\n"
+        "            USING ERRCODE = 'check_violation',\n"
+        "                  HINT = 'Fix or remove those rows, then run the migration again; "
+        "nothing was changed.';\n"
+        "    END IF;\nEND\n$precheck$;\n"
+    )
+
+
+def _add_not_valid() -> str:
+    return "".join(
+        "DO $add$ BEGIN\n"
+        f"    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conname = '{name}'\n"
+        f"                   AND conrelid = 'public.{table}'::regclass) THEN\n"
+        f"        ALTER TABLE public.{table} ADD CONSTRAINT {name} CHECK ({cond}) NOT VALID;\n"
+        "    END IF;\nEND $add$;\n"
+        for table, name, cond in CHECKS
+    )
+
+
+def upgrade() -> None:
+    op.execute(_precheck())
+    op.execute(_add_not_valid())
+    op.execute(PARTITION_FUNCTION)
+    op.execute(PARTITION_ACTIVITY_LOG)
+    op.execute(CHANGE_LOG_INDEXES)
+    with op.get_context().autocommit_block():
+        for name, definition in CONCURRENT_INDEXES:
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS public.{name}")
+            op.execute(f"CREATE INDEX CONCURRENTLY {name} ON {definition}")
+        for table, name, _ in CHECKS:
+            op.execute(f"ALTER TABLE public.{table} VALIDATE CONSTRAINT {name}")
+
+
+def downgrade() -> None:
+    op.execute(
+        "DROP INDEX "
+        + ", ".join(f"public.{name}" for name, _ in reversed(CONCURRENT_INDEXES))
+        + ";\nDROP INDEX public.change_log_changed_columns_idx, public.change_log_changed_at_idx, "
+        "public.change_log_changed_by_idx, public.change_log_record_idx;"
+    )
+    op.execute(
+        "".join(
+            f"ALTER TABLE public.{table} DROP CONSTRAINT {name};\n"
+            for table, name, _ in reversed(CHECKS)
+        )
+    )
+    # Back to 0003's plain table, every logged row included (partitions and catch-all).
+    op.execute(
+        f"""
+ALTER TABLE public.user_activity_log RENAME TO user_activity_log_partitioned;
+ALTER INDEX public.user_activity_log_pkey RENAME TO user_activity_log_partitioned_pkey;
+CREATE TABLE public.user_activity_log ({ACTIVITY_COLUMNS},
+    CONSTRAINT user_activity_log_pkey PRIMARY KEY (id)
+);
+{ACTIVITY_COMMENT}
+{ACTIVITY_GRANTS}
+INSERT INTO public.user_activity_log ({ACTIVITY_COLUMN_NAMES})
+    SELECT {ACTIVITY_COLUMN_NAMES} FROM public.user_activity_log_partitioned;
+DROP TABLE public.user_activity_log_partitioned;
+DROP FUNCTION public.ensure_activity_log_partitions(integer, date);
+"""
+    )
