@@ -1,0 +1,540 @@
+"""Phase 3: permission and audit functions; change-, edit- and soft-delete tracking triggers.
+
+Revision ID: 0005_phase3_functions_triggers
+Revises: 0004_phase2_indexes_constraints
+Create Date: 2026-11-24
+
+Functions (all with a fixed ``search_path`` and schema-qualified names):
+
+- ``user_has_permission(user, permission, resource)``: false for NULL input or an unknown,
+  inactive or soft-deleted user; true for admins; otherwise an unexpired override for that
+  exact permission decides (a deny beats everything, including ``manage``); then an
+  unexpired ``manage`` override (allow grants all; deny takes away the role's ``manage``);
+  then the role default, where ``manage`` implies every permission.
+- Policy helpers: ``current_user_role()`` (now NULL for inactive or soft-deleted users),
+  ``is_admin()``, ``current_user_has_permission(permission, resource)``,
+  ``request_is_end_user()``.
+- ``log_user_activity(...)``: writes one activity row and returns its id. A signed-in user
+  logs only for itself; service_role and direct database sessions may log for anyone. IP
+  address and user agent come from PostgREST's ``request.headers``. A ``login`` also bumps
+  ``profiles.last_login_at`` / ``login_count``.
+- ``archive_activity_log_partitions(older_than, drop_archived)``: detaches monthly
+  partitions that ended before ``now() - older_than`` and moves them to schema
+  ``activity_archive`` (or drops them only when asked).
+
+Triggers on the seven tracked tables:
+
+- ``<table>_track_edit`` (BEFORE INSERT OR UPDATE, per row): clients cannot set
+  ``version``, ``edit_count``, ``updated_at``, ``updated_by``, ``deleted_by`` or change
+  ``id``; a real change bumps ``version`` and ``edit_count``; soft delete (setting
+  ``deleted_at``) records who and when; restore (clearing it) is for admins only. It
+  replaces the baseline's ``<table>_set_updated_at``.
+- ``<table>_forbid_hard_delete`` (BEFORE DELETE, per statement): only admins and
+  non-API sessions may delete rows; everyone else soft-deletes.
+- ``<table>_log_insert`` / ``_log_update`` / ``_log_delete`` (AFTER, per statement, with
+  transition tables): one ``change_log`` row per real change, written set-based so a bulk
+  update costs one INSERT ... SELECT rather than one per row. Both permission tables get
+  the same change logging, and an ``updated_at`` trigger.
+
+Columns that are bookkeeping, not content (``updated_at``, ``updated_by``, ``version``,
+``edit_count``, ``last_login_at``, ``login_count``): an update changing only those is not an
+edit and writes no change-log row.
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0005_phase3_functions_triggers"
+down_revision: str | Sequence[str] | None = "0004_phase2_indexes_constraints"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TRACKED = (
+    "profiles",
+    "dispensary_profiles",
+    "products",
+    "orders",
+    "order_items",
+    "communications",
+    "tasks",
+)
+PERMISSION_TABLES = ("role_permissions", "user_permissions")
+
+# The baseline's body of current_user_role(), restored exactly by the downgrade.
+BASELINE_CURRENT_USER_ROLE = r"""
+CREATE OR REPLACE FUNCTION public.current_user_role() RETURNS public.user_role
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = ''
+AS $fn$
+    SELECT p.role FROM public.profiles AS p WHERE p.id = auth.uid()
+$fn$;
+"""
+
+HELPERS = r"""
+-- A user who is inactive or soft-deleted has no role, and so no staff access.
+CREATE OR REPLACE FUNCTION public.current_user_role() RETURNS public.user_role
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = ''
+AS $fn$
+    SELECT p.role FROM public.profiles AS p
+    WHERE p.id = auth.uid() AND p.is_active AND p.deleted_at IS NULL
+$fn$;
+
+CREATE FUNCTION public.is_admin() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = ''
+AS $fn$
+    SELECT coalesce(public.current_user_role() = 'admin', false)
+$fn$;
+
+-- True when the request comes from a Supabase API user (anon or authenticated) rather than
+-- service_role, the table owner or another direct database session. current_setting('role')
+-- is the role the session switched to, even inside a SECURITY DEFINER function.
+CREATE FUNCTION public.request_is_end_user() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = ''
+AS $fn$
+    SELECT current_setting('role', true) IN ('anon', 'authenticated')
+        OR coalesce(auth.role() IN ('anon', 'authenticated'), false)
+$fn$;
+"""
+
+USER_HAS_PERMISSION = r"""
+CREATE FUNCTION public.user_has_permission(
+    p_user_id uuid,
+    p_permission public.permission_type,
+    p_resource public.resource_type
+) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = ''
+AS $fn$
+DECLARE
+    user_role public.user_role;
+    exact_override boolean;
+    manage_override boolean;
+BEGIN
+    IF p_user_id IS NULL OR p_permission IS NULL OR p_resource IS NULL THEN
+        RETURN false;
+    END IF;
+    -- API users may ask about themselves; asking about others is for permission readers.
+    IF public.request_is_end_user() AND p_user_id IS DISTINCT FROM auth.uid()
+       AND NOT public.user_has_permission(auth.uid(), 'read', 'permission') THEN
+        RAISE EXCEPTION 'permission denied: you may only check your own permissions'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+
+    SELECT p.role INTO user_role FROM public.profiles AS p
+    WHERE p.id = p_user_id AND p.is_active AND p.deleted_at IS NULL;
+    IF user_role IS NULL THEN
+        RETURN false;  -- unknown, inactive or soft-deleted
+    ELSIF user_role = 'admin' THEN
+        RETURN true;
+    END IF;
+
+    -- bool_and: should several overrides ever apply, a deny wins.
+    SELECT bool_and(up.granted) FILTER (WHERE up.permission = p_permission),
+           bool_and(up.granted) FILTER (WHERE up.permission = 'manage')
+      INTO exact_override, manage_override
+      FROM public.user_permissions AS up
+     WHERE up.user_id = p_user_id AND up.resource = p_resource
+       AND up.permission IN (p_permission, 'manage')
+       AND (up.expires_at IS NULL OR up.expires_at > now());
+
+    IF exact_override IS NOT NULL THEN
+        RETURN exact_override;
+    ELSIF manage_override THEN
+        RETURN true;
+    END IF;
+    RETURN EXISTS (
+        SELECT 1 FROM public.role_permissions AS rp
+        WHERE rp.role = user_role AND rp.resource = p_resource
+          AND (rp.permission = p_permission
+               OR (rp.permission = 'manage' AND manage_override IS NULL))
+    );
+END
+$fn$;
+
+CREATE FUNCTION public.current_user_has_permission(
+    p_permission public.permission_type,
+    p_resource public.resource_type
+) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = ''
+AS $fn$
+    SELECT public.user_has_permission(auth.uid(), p_permission, p_resource)
+$fn$;
+"""
+
+LOG_USER_ACTIVITY = r"""
+-- The client's address as PostgREST passes it on: the first X-Forwarded-For hop, else
+-- X-Real-IP. A malformed value gives NULL rather than a failed log write.
+CREATE FUNCTION public.request_client_ip() RETURNS inet
+    LANGUAGE plpgsql STABLE
+    SET search_path = ''
+AS $fn$
+DECLARE
+    headers jsonb := nullif(current_setting('request.headers', true), '')::jsonb;
+    candidate text;
+BEGIN
+    candidate := btrim(split_part(coalesce(headers ->> 'x-forwarded-for',
+                                           headers ->> 'x-real-ip'), ',', 1));
+    IF candidate IS NULL OR candidate = '' THEN
+        RETURN NULL;
+    END IF;
+    RETURN candidate::inet;
+EXCEPTION WHEN invalid_text_representation THEN
+    RETURN NULL;
+END
+$fn$;
+
+CREATE FUNCTION public.log_user_activity(
+    p_user_id uuid,
+    p_activity public.activity_type,
+    p_resource public.resource_type,
+    p_resource_id uuid,
+    p_metadata jsonb
+) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $fn$
+DECLARE
+    target uuid := p_user_id;
+    new_id uuid;
+BEGIN
+    IF p_activity IS NULL THEN
+        RAISE EXCEPTION 'activity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF public.request_is_end_user() THEN
+        IF auth.uid() IS NULL THEN
+            RAISE EXCEPTION 'permission denied: sign in to log activity'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        target := coalesce(p_user_id, auth.uid());
+        IF target <> auth.uid() THEN
+            RAISE EXCEPTION 'permission denied: you may only log activity for yourself'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
+    IF target IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM public.profiles AS p WHERE p.id = target) THEN
+        RAISE EXCEPTION 'no user with id %', target USING ERRCODE = 'foreign_key_violation';
+    END IF;
+
+    INSERT INTO public.user_activity_log
+        (user_id, activity, resource, resource_id, metadata, ip_address, user_agent)
+    VALUES (
+        target, p_activity, p_resource, p_resource_id, coalesce(p_metadata, '{}'::jsonb),
+        public.request_client_ip(),
+        nullif(current_setting('request.headers', true), '')::jsonb ->> 'user-agent'
+    )
+    RETURNING id INTO new_id;
+
+    IF p_activity = 'login' AND target IS NOT NULL THEN
+        UPDATE public.profiles
+           SET last_login_at = now(), login_count = login_count + 1
+         WHERE id = target;
+    END IF;
+    RETURN new_id;
+END
+$fn$;
+"""
+
+ARCHIVE_FUNCTION = r"""
+CREATE SCHEMA activity_archive;
+COMMENT ON SCHEMA activity_archive IS
+    'Activity-log months detached by public.archive_activity_log_partitions(); not exposed '
+    'to the API.';
+
+CREATE FUNCTION public.archive_activity_log_partitions(
+    older_than interval DEFAULT interval '90 days',
+    drop_archived boolean DEFAULT false
+) RETURNS TABLE (partition_name text, action text, row_count bigint)
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $fn$
+DECLARE
+    cutoff timestamptz;
+    part record;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a positive interval, not %', older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    cutoff := now() - older_than;
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('public.user_activity_log'));
+    FOR part IN
+        SELECT c.relname,
+               -- the partition's upper bound, read back from its bound expression
+               (regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                             'TO \(''([^'']+)''\)'))[1]::timestamptz AS upper_bound
+          FROM pg_catalog.pg_inherits AS i
+          JOIN pg_catalog.pg_class AS c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'public.user_activity_log'::regclass
+           AND c.relname ~ '^user_activity_log_[0-9]{4}_[0-9]{2}$'
+         ORDER BY 1
+    LOOP
+        CONTINUE WHEN part.upper_bound > cutoff;
+        partition_name := part.relname;
+        EXECUTE format('SELECT count(*) FROM public.%I', part.relname) INTO row_count;
+        EXECUTE format('ALTER TABLE public.user_activity_log DETACH PARTITION public.%I',
+                       part.relname);
+        IF drop_archived THEN
+            EXECUTE format('DROP TABLE public.%I', part.relname);
+            action := 'dropped';
+        ELSE
+            EXECUTE format('ALTER TABLE public.%I SET SCHEMA activity_archive', part.relname);
+            action := 'archived';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION public.archive_activity_log_partitions(interval, boolean) IS
+    'Detach activity-log months that ended before now() - older_than (default 90 days) and '
+    'move them to schema activity_archive, or drop them when drop_archived is true. The '
+    'catch-all partition is never touched.';
+"""
+
+TRACK_EDIT = r"""
+CREATE FUNCTION public.track_edit() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $fn$
+DECLARE
+    login_at timestamptz;
+    logins integer;
+    actor constant uuid := auth.uid();
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.version := 1;
+        NEW.edit_count := 0;
+        NEW.updated_at := now();
+        NEW.updated_by := actor;
+        NEW.deleted_by := CASE WHEN NEW.deleted_at IS NOT NULL THEN actor END;
+        RETURN NEW;
+    END IF;
+
+    IF NEW.id IS DISTINCT FROM OLD.id THEN
+        RAISE EXCEPTION '%.id cannot be changed', TG_TABLE_NAME
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    -- Bookkeeping is the database's: whatever the client sent is replaced.
+    NEW.version := OLD.version;
+    NEW.edit_count := OLD.edit_count;
+    NEW.updated_at := OLD.updated_at;
+    NEW.updated_by := OLD.updated_by;
+    NEW.deleted_by := OLD.deleted_by;
+
+    IF OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN
+        NEW.deleted_at := now();           -- soft delete: record when and who
+        NEW.deleted_by := actor;
+    ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
+        IF public.request_is_end_user() AND NOT public.is_admin() THEN
+            RAISE EXCEPTION 'permission denied: only an admin can restore a deleted %',
+                TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        NEW.deleted_by := NULL;             -- restore
+    ELSIF OLD.deleted_at IS NOT NULL THEN
+        NEW.deleted_at := OLD.deleted_at;   -- a deletion's time is not editable
+    END IF;
+
+    -- Is anything other than bookkeeping different? Compare with the login columns
+    -- (profiles only) set aside, then put them back.
+    IF TG_TABLE_NAME = 'profiles' THEN
+        login_at := NEW.last_login_at;
+        logins := NEW.login_count;
+        NEW.last_login_at := OLD.last_login_at;
+        NEW.login_count := OLD.login_count;
+    END IF;
+    IF NEW IS DISTINCT FROM OLD THEN
+        NEW.version := OLD.version + 1;
+        NEW.edit_count := OLD.edit_count + 1;
+        NEW.updated_at := now();
+        NEW.updated_by := actor;
+    END IF;
+    IF TG_TABLE_NAME = 'profiles' THEN
+        NEW.last_login_at := login_at;
+        NEW.login_count := logins;
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+
+CREATE FUNCTION public.forbid_hard_delete() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $fn$
+BEGIN
+    IF public.request_is_end_user() AND NOT public.is_admin() THEN
+        RAISE EXCEPTION 'permission denied: only an admin can delete from %; set deleted_at '
+                        'to soft-delete instead', TG_TABLE_NAME
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- SECURITY DEFINER: the API roles may not write change_log themselves. Set-based over the
+-- statement's transition tables. For updates only the changed columns are kept, old and new.
+CREATE FUNCTION public.log_changes() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = ''
+AS $fn$
+DECLARE
+    actor constant uuid := auth.uid();
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO public.change_log
+            (table_name, record_id, operation, new_values, changed_by)
+        SELECT TG_TABLE_NAME, n.id, 'insert', to_jsonb(n), actor FROM new_rows AS n;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO public.change_log
+            (table_name, record_id, operation, old_values, changed_by)
+        SELECT TG_TABLE_NAME, o.id, 'delete', to_jsonb(o), actor FROM old_rows AS o;
+    ELSE
+        INSERT INTO public.change_log
+            (table_name, record_id, operation, old_values, new_values, changed_columns,
+             changed_by)
+        SELECT TG_TABLE_NAME, d.id,
+               CASE
+                   WHEN d.old_row ->> 'deleted_at' IS NULL
+                        AND d.new_row ->> 'deleted_at' IS NOT NULL THEN 'soft_delete'
+                   WHEN d.old_row ->> 'deleted_at' IS NOT NULL
+                        AND d.new_row ->> 'deleted_at' IS NULL THEN 'restore'
+                   ELSE 'update'
+               END::public.change_operation,
+               (SELECT jsonb_object_agg(k, d.old_row -> k) FROM unnest(d.changed) AS k),
+               (SELECT jsonb_object_agg(k, d.new_row -> k) FROM unnest(d.changed) AS k),
+               d.changed, actor
+          FROM (
+            SELECT o.id, to_jsonb(o) AS old_row, to_jsonb(n) AS new_row,
+                   ARRAY(
+                       SELECT e.key FROM jsonb_each(to_jsonb(n)) AS e
+                        WHERE e.value IS DISTINCT FROM to_jsonb(o) -> e.key
+                          AND e.key NOT IN ('updated_at', 'updated_by', 'version',
+                                            'edit_count', 'last_login_at', 'login_count')
+                        ORDER BY e.key
+                   ) AS changed
+              FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
+          ) AS d
+         WHERE cardinality(d.changed) > 0;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+"""
+
+FUNCTION_SIGNATURES = (
+    "public.log_changes()",
+    "public.forbid_hard_delete()",
+    "public.track_edit()",
+    "public.archive_activity_log_partitions(interval, boolean)",
+    "public.log_user_activity(uuid, public.activity_type, public.resource_type, uuid, jsonb)",
+    "public.request_client_ip()",
+    "public.current_user_has_permission(public.permission_type, public.resource_type)",
+    "public.user_has_permission(uuid, public.permission_type, public.resource_type)",
+    "public.request_is_end_user()",
+    "public.is_admin()",
+)
+
+# Functions are executable by PUBLIC by default (and Supabase grants anon and authenticated
+# on new functions): take that back, then grant what each caller needs.
+GRANTS = """
+REVOKE EXECUTE ON FUNCTION {all} FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION public.is_admin(), public.request_is_end_user(),
+    public.user_has_permission(uuid, public.permission_type, public.resource_type),
+    public.current_user_has_permission(public.permission_type, public.resource_type),
+    public.log_user_activity(uuid, public.activity_type, public.resource_type, uuid, jsonb)
+    TO authenticated, service_role;
+GRANT EXECUTE ON FUNCTION public.request_client_ip() TO service_role;
+"""
+
+
+def _log_triggers(table: str) -> str:
+    return "".join(
+        f"CREATE TRIGGER {table}_log_{event.lower()} AFTER {event} ON public.{table}\n"
+        f"    REFERENCING {refs} FOR EACH STATEMENT EXECUTE FUNCTION public.log_changes();\n"
+        for event, refs in (
+            ("INSERT", "NEW TABLE AS new_rows"),
+            ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+            ("DELETE", "OLD TABLE AS old_rows"),
+        )
+    )
+
+
+def _tracked_triggers(table: str) -> str:
+    return (
+        f"DROP TRIGGER {table}_set_updated_at ON public.{table};\n"
+        f"CREATE TRIGGER {table}_track_edit BEFORE INSERT OR UPDATE ON public.{table}\n"
+        "    FOR EACH ROW EXECUTE FUNCTION public.track_edit();\n"
+        f"CREATE TRIGGER {table}_forbid_hard_delete BEFORE DELETE ON public.{table}\n"
+        "    FOR EACH STATEMENT EXECUTE FUNCTION public.forbid_hard_delete();\n"
+        + _log_triggers(table)
+    )
+
+
+def _permission_table_triggers(table: str) -> str:
+    return (
+        f"CREATE TRIGGER {table}_set_updated_at BEFORE UPDATE ON public.{table}\n"
+        "    FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();\n" + _log_triggers(table)
+    )
+
+
+def upgrade() -> None:
+    op.execute(HELPERS)
+    op.execute(USER_HAS_PERMISSION)
+    op.execute(LOG_USER_ACTIVITY)
+    op.execute(ARCHIVE_FUNCTION)
+    op.execute(TRACK_EDIT)
+    op.execute(GRANTS.format(all=", ".join(FUNCTION_SIGNATURES)))
+    op.execute("".join(_tracked_triggers(t) for t in TRACKED))
+    op.execute("".join(_permission_table_triggers(t) for t in PERMISSION_TABLES))
+
+
+def _drop_triggers(table: str, names: Sequence[str]) -> str:
+    return "".join(f"DROP TRIGGER {table}_{name} ON public.{table};\n" for name in names)
+
+
+def downgrade() -> None:
+    logs = ("log_insert", "log_update", "log_delete")
+    op.execute(
+        "".join(_drop_triggers(t, ("set_updated_at", *logs)) for t in PERMISSION_TABLES)
+        + "".join(
+            _drop_triggers(t, ("track_edit", "forbid_hard_delete", *logs))
+            + f"CREATE TRIGGER {t}_set_updated_at BEFORE UPDATE ON public.{t} "
+            "FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();\n"
+            for t in TRACKED
+        )
+    )
+    # Archived months go back into the log: the downgrade loses no activity row.
+    op.execute(
+        r"""
+DO $restore$
+DECLARE
+    archived record;
+    bounds text[];
+BEGIN
+    FOR archived IN
+        SELECT c.relname FROM pg_catalog.pg_class AS c
+        WHERE c.relnamespace = 'activity_archive'::regnamespace AND c.relkind = 'r'
+    LOOP
+        bounds := regexp_match(archived.relname, '^user_activity_log_([0-9]{4})_([0-9]{2})$');
+        IF bounds IS NULL THEN
+            RAISE EXCEPTION 'activity_archive.% is not an archived month; move it out of '
+                            'the schema before downgrading', archived.relname;
+        END IF;
+        EXECUTE format('ALTER TABLE activity_archive.%I SET SCHEMA public', archived.relname);
+        EXECUTE format('ALTER TABLE public.user_activity_log ATTACH PARTITION public.%I '
+                       'FOR VALUES FROM (%L) TO (%L)', archived.relname,
+                       make_timestamptz(bounds[1]::int, bounds[2]::int, 1, 0, 0, 0, 'UTC'),
+                       make_timestamptz(bounds[1]::int, bounds[2]::int, 1, 0, 0, 0, 'UTC')
+                           + interval '1 month');
+    END LOOP;
+END
+$restore$;
+DROP SCHEMA activity_archive;
+"""
+    )
+    op.execute("".join(f"DROP FUNCTION {sig};\n" for sig in FUNCTION_SIGNATURES))
+    op.execute(BASELINE_CURRENT_USER_ROLE)
