@@ -50,6 +50,14 @@ def crm(conn: Connection) -> Connection:
     return conn
 
 
+@pytest.fixture
+def bare(crm: Connection) -> Connection:
+    """The sample CRM without phase 5's default role permissions: each test sets its own."""
+    crm.execute(text("DELETE FROM role_permissions"))
+    crm.execute(text("DELETE FROM change_log"))
+    return crm
+
+
 def test_seed_function_checks_verbatim(crm: Connection) -> None:
     assert q(crm, SEED_PERMISSION_TEST) is True
     log_id = q(crm, SEED_ACTIVITY_TEST)
@@ -114,54 +122,54 @@ def override(
     ("user", "permission", "resource"),
     [(None, "read", "order"), (s.ADMIN, None, "order"), (s.ADMIN, "read", None)],
 )
-def test_null_input_is_false(crm: Connection, user: Any, permission: Any, resource: Any) -> None:
-    assert has(crm, user, permission, resource) is False
+def test_null_input_is_false(bare: Connection, user: Any, permission: Any, resource: Any) -> None:
+    assert has(bare, user, permission, resource) is False
 
 
-def test_unknown_inactive_and_deleted_users_have_nothing(crm: Connection) -> None:
-    assert has(crm, uuid.uuid4(), "read", "order") is False
-    assert has(crm, s.ADMIN, "manage", "system") is True
-    crm.execute(text("UPDATE profiles SET is_active = false WHERE id = :i"), {"i": s.ADMIN})
-    assert has(crm, s.ADMIN, "read", "profile") is False
-    crm.execute(
+def test_unknown_inactive_and_deleted_users_have_nothing(bare: Connection) -> None:
+    assert has(bare, uuid.uuid4(), "read", "order") is False
+    assert has(bare, s.ADMIN, "manage", "system") is True
+    bare.execute(text("UPDATE profiles SET is_active = false WHERE id = :i"), {"i": s.ADMIN})
+    assert has(bare, s.ADMIN, "read", "profile") is False
+    bare.execute(
         text("UPDATE profiles SET is_active = true, deleted_at = now() WHERE id = :i"),
         {"i": s.ADMIN},
     )
-    assert has(crm, s.ADMIN, "read", "profile") is False
+    assert has(bare, s.ADMIN, "read", "profile") is False
 
 
-def test_admin_may_do_everything_without_any_rows(crm: Connection) -> None:
-    assert q(crm, "SELECT count(*) FROM role_permissions") == 0
+def test_admin_may_do_everything_without_any_rows(bare: Connection) -> None:
+    assert q(bare, "SELECT count(*) FROM role_permissions") == 0
     for permission in ("read", "create", "update", "delete", "export", "manage"):
-        assert has(crm, s.ADMIN, permission, "permission")
+        assert has(bare, s.ADMIN, permission, "permission")
 
 
-def test_role_default_and_manage_implication(crm: Connection) -> None:
-    assert has(crm, s.AGENT_A, "read", "order") is False
-    role_default(crm, "agent", "read", "order")
-    assert has(crm, s.AGENT_A, "read", "order") is True
-    assert has(crm, s.AGENT_A, "update", "order") is False
-    role_default(crm, "agent", "manage", "task")
+def test_role_default_and_manage_implication(bare: Connection) -> None:
+    assert has(bare, s.AGENT_A, "read", "order") is False
+    role_default(bare, "agent", "read", "order")
+    assert has(bare, s.AGENT_A, "read", "order") is True
+    assert has(bare, s.AGENT_A, "update", "order") is False
+    role_default(bare, "agent", "manage", "task")
     for permission in ("read", "create", "update", "delete", "export"):
-        assert has(crm, s.AGENT_A, permission, "task")
-    assert has(crm, s.MANAGER, "read", "order") is False  # defaults are per role
+        assert has(bare, s.AGENT_A, permission, "task")
+    assert has(bare, s.MANAGER, "read", "order") is False  # defaults are per role
 
 
-def test_override_deny_beats_role_default_and_allow_adds(crm: Connection) -> None:
-    role_default(crm, "agent", "read", "order")
-    override(crm, s.AGENT_A, "read", "order", granted=False)
-    override(crm, s.AGENT_A, "export", "order", granted=True)
-    assert has(crm, s.AGENT_A, "read", "order") is False
-    assert has(crm, s.AGENT_B, "read", "order") is True  # only the overridden user
-    assert has(crm, s.AGENT_A, "export", "order") is True
+def test_override_deny_beats_role_default_and_allow_adds(bare: Connection) -> None:
+    role_default(bare, "agent", "read", "order")
+    override(bare, s.AGENT_A, "read", "order", granted=False)
+    override(bare, s.AGENT_A, "export", "order", granted=True)
+    assert has(bare, s.AGENT_A, "read", "order") is False
+    assert has(bare, s.AGENT_B, "read", "order") is True  # only the overridden user
+    assert has(bare, s.AGENT_A, "export", "order") is True
 
 
-def test_expired_overrides_stop_applying(crm: Connection) -> None:
-    role_default(crm, "agent", "read", "order")
-    override(crm, s.AGENT_A, "export", "order", granted=True, expires="2000-01-01")
-    override(crm, s.AGENT_A, "read", "order", granted=False, expires="2000-01-01")
-    assert has(crm, s.AGENT_A, "export", "order") is False  # expired allow
-    assert has(crm, s.AGENT_A, "read", "order") is True  # expired deny: the role decides
+def test_expired_overrides_stop_applying(bare: Connection) -> None:
+    role_default(bare, "agent", "read", "order")
+    override(bare, s.AGENT_A, "export", "order", granted=True, expires="2000-01-01")
+    override(bare, s.AGENT_A, "read", "order", granted=False, expires="2000-01-01")
+    assert has(bare, s.AGENT_A, "export", "order") is False  # expired allow
+    assert has(bare, s.AGENT_A, "read", "order") is True  # expired deny: the role decides
 
 
 def test_grant_expires_without_anyone_touching_it(engine: Engine) -> None:
@@ -181,33 +189,33 @@ def test_grant_expires_without_anyone_touching_it(engine: Engine) -> None:
         assert has(connection, s.AGENT_A, "export", "report") is False
 
 
-def test_manage_overrides(crm: Connection) -> None:
-    override(crm, s.AGENT_A, "manage", "dispensary", granted=True)
-    assert has(crm, s.AGENT_A, "delete", "dispensary") is True
+def test_manage_overrides(bare: Connection) -> None:
+    override(bare, s.AGENT_A, "manage", "dispensary", granted=True)
+    assert has(bare, s.AGENT_A, "delete", "dispensary") is True
     # An exact deny beats an allowed manage.
-    override(crm, s.AGENT_A, "delete", "product", granted=False)
-    override(crm, s.AGENT_A, "manage", "product", granted=True)
-    assert has(crm, s.AGENT_A, "delete", "product") is False
-    assert has(crm, s.AGENT_A, "update", "product") is True
+    override(bare, s.AGENT_A, "delete", "product", granted=False)
+    override(bare, s.AGENT_A, "manage", "product", granted=True)
+    assert has(bare, s.AGENT_A, "delete", "product") is False
+    assert has(bare, s.AGENT_A, "update", "product") is True
     # A denied manage takes away the role's manage, but not the role's explicit grants.
-    role_default(crm, "agent", "manage", "task")
-    role_default(crm, "agent", "read", "task")
-    override(crm, s.AGENT_A, "manage", "task", granted=False)
-    assert has(crm, s.AGENT_A, "update", "task") is False
-    assert has(crm, s.AGENT_A, "read", "task") is True
-    assert has(crm, s.AGENT_B, "update", "task") is True
+    role_default(bare, "agent", "manage", "task")
+    role_default(bare, "agent", "read", "task")
+    override(bare, s.AGENT_A, "manage", "task", granted=False)
+    assert has(bare, s.AGENT_A, "update", "task") is False
+    assert has(bare, s.AGENT_A, "read", "task") is True
+    assert has(bare, s.AGENT_B, "update", "task") is True
 
 
-def test_api_user_may_only_ask_about_themselves(crm: Connection) -> None:
-    act_as(crm, s.AGENT_A)
-    assert q(crm, "SELECT public.current_user_has_permission('read', 'order')") is False
-    assert has(crm, s.AGENT_A, "read", "order") is False
-    crm.execute(text("SAVEPOINT other"))
+def test_api_user_may_only_ask_about_themselves(bare: Connection) -> None:
+    act_as(bare, s.AGENT_A)
+    assert q(bare, "SELECT public.current_user_has_permission('read', 'order')") is False
+    assert has(bare, s.AGENT_A, "read", "order") is False
+    bare.execute(text("SAVEPOINT other"))
     with pytest.raises(DBAPIError, match="only check your own permissions"):
-        has(crm, s.AGENT_B, "read", "order")
-    crm.execute(text("ROLLBACK TO SAVEPOINT other"))
-    act_as(crm, s.ADMIN)
-    assert has(crm, s.AGENT_B, "read", "order") is False  # admins may ask about anyone
+        has(bare, s.AGENT_B, "read", "order")
+    bare.execute(text("ROLLBACK TO SAVEPOINT other"))
+    act_as(bare, s.ADMIN)
+    assert has(bare, s.AGENT_B, "read", "order") is False  # admins may ask about anyone
 
 
 def test_permission_function_is_stable_security_definer_with_fixed_path(crm: Connection) -> None:
@@ -423,12 +431,12 @@ def test_change_log_records_each_operation_once(crm: Connection, table: str) -> 
     assert update[3] is True
 
 
-def test_permission_changes_are_audited(crm: Connection) -> None:
-    override(crm, s.AGENT_A, "export", "report", granted=True)
-    crm.execute(text("UPDATE user_permissions SET granted = false, reason = 'audit finding'"))
-    crm.execute(text("DELETE FROM user_permissions"))
-    role_default(crm, "manager", "read", "report")
-    rows = crm.execute(
+def test_permission_changes_are_audited(bare: Connection) -> None:
+    override(bare, s.AGENT_A, "export", "report", granted=True)
+    bare.execute(text("UPDATE user_permissions SET granted = false, reason = 'audit finding'"))
+    bare.execute(text("DELETE FROM user_permissions"))
+    role_default(bare, "manager", "read", "report")
+    rows = bare.execute(
         text("SELECT table_name, operation::text, changed_columns FROM change_log ORDER BY id")
     ).all()
     assert [tuple(r) for r in rows] == [
