@@ -1,20 +1,23 @@
-"""The ``crm-schema`` command: run the migrations and the demo.
+"""The ``crm-schema`` command: the seed's runbook, one command per step.
 
-Exit codes: 0 success, 1 a check failed, 2 the command could not run (bad input, no
-database, wrong revision). Errors are one line on stderr saying what is wrong and what to do.
+Exit codes: 0 success (all checks passed), 1 a check failed or the command refused to go on,
+2 the command could not run (bad input, no database, unknown revision). Errors are one line
+on stderr saying what is wrong and what to do. ``--json`` prints a machine-readable report.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alembic.script import Script
 from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
@@ -27,8 +30,22 @@ from crm_schema.db import (
     redact,
     url_from_env,
 )
+from crm_schema.runbook import offline, partitions, preflight, rollback, stats, verify
+from crm_schema.runbook.migration_log import (
+    MigrationLogEntry,
+    executed_by,
+    write_file,
+    write_row,
+)
+from crm_schema.runbook.report import (
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_PASS,
+    Report,
+    render_json,
+    render_text,
+)
 
-EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 DEMO_DATABASE = "crm_demo"
 
 
@@ -46,28 +63,95 @@ def _url(args: argparse.Namespace) -> str:
     return url
 
 
-def _announce(script: Script) -> None:
-    print(f"  {script.revision:<36} {script.doc or ''}", end="", flush=True)
+def _connect(args: argparse.Namespace) -> Connection:
+    return connect_checked(make_engine(_url(args)))
 
 
-def _upgrade_printing(url: str | URL, target: str) -> None:
-    total = 0.0
-    applied = 0
-    for step in migrations.upgrade_stepwise(url, target, on_start=_announce):
-        print(f"  {step.seconds:6.2f}s")
-        total += step.seconds
-        applied += 1
-    if applied == 0:
-        print(f"  already at {migrations.current_revision(url) or 'base'}: nothing to do")
+def _show(report: Report, args: argparse.Namespace) -> int:
+    if getattr(args, "json", False):
+        render_json(report, sys.stdout)
     else:
-        print(f"  {applied} revision(s) applied in {total:.2f}s")
+        colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        render_text(report, sys.stdout, colour=colour)
+    return report.exit_code
+
+
+def _quiet(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+def _progress(total: int, quiet: bool) -> Callable[[Script], None]:
+    count = iter(range(1, total + 1))
+
+    def announce(script: Script) -> None:
+        if not quiet:
+            print(f"  [{next(count)}/{total}] {script.revision:<34}", end=" ", flush=True)
+
+    return announce
+
+
+def _pending(url: str | URL, target: str) -> int:
+    ids = [s.revision for s in migrations.revisions_in_order()]
+    current = migrations.current_revision(url)
+    start = ids.index(current) + 1 if current in ids else 0
+    wanted = migrations.script_directory().get_revision(target)
+    stop = ids.index(wanted.revision) + 1 if wanted is not None else len(ids)
+    return max(stop - start, 0)
+
+
+def _migrate(url: str | URL, target: str, entry: MigrationLogEntry, quiet: bool) -> None:
+    announce = _progress(_pending(url, target), quiet)
+    for step in migrations.upgrade_stepwise(url, target, on_start=announce):
+        entry.phases.append({"revision": step.revision, "seconds": round(step.seconds, 3)})
+        if not quiet:
+            print(f"{step.seconds:6.2f}s  {step.doc.splitlines()[0] if step.doc else ''}")
+    entry.to_revision = migrations.current_revision(url)
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     url = _url(args)
-    print(f"Upgrading {redact(url)} to {args.to}")
-    _upgrade_printing(url, args.to)
-    return EXIT_OK
+    quiet = _quiet(args)
+    with _connect(args) as connection:
+        entry = MigrationLogEntry(
+            started_at=dt.datetime.now(dt.UTC).astimezone(),
+            executed_by=executed_by(connection),
+            from_revision=migrations.current_revision(url),
+        )
+    if not quiet:
+        print(f"Upgrading {redact(url)} from {entry.from_revision or 'base'} to {args.to}")
+    failure: BaseException | None = None
+    try:
+        _migrate(url, args.to, entry, quiet)
+    except (CommandError, DBAPIError) as exc:
+        failure = exc
+        entry.issues.append(f"migration stopped: {first_line(exc)}")
+        entry.to_revision = migrations.current_revision(url)
+        if not quiet:
+            print("FAILED")
+    if not entry.phases and failure is None and not quiet:
+        print(f"  already at {entry.to_revision or 'base'}: nothing to do")
+    report = None
+    if failure is None:
+        with _connect(args) as connection:
+            report = verify.run(connection, args.admin_email)
+        entry.verification_status = "FAIL" if report.failures else "PASS"
+        entry.issues += [f"verification: {c.name}: {c.actual}" for c in report.failures]
+    entry.finished_at = dt.datetime.now(dt.UTC).astimezone()
+    entry.notes = args.notes or ""
+    _record(args, entry, quiet)
+    if failure is not None:
+        raise failure
+    assert report is not None
+    return _show(report, args)
+
+
+def _record(args: argparse.Namespace, entry: MigrationLogEntry, quiet: bool) -> None:
+    path = write_file(entry, Path(args.log_dir))
+    with _connect(args) as connection:
+        stored = write_row(connection, entry)
+    if not quiet:
+        where = " and in public.migration_log" if stored else ""
+        print(f"Migration log written to {path}{where}")
 
 
 def cmd_downgrade(args: argparse.Namespace) -> int:
@@ -75,18 +159,104 @@ def cmd_downgrade(args: argparse.Namespace) -> int:
     print(f"Downgrading {redact(url)} to {args.to}")
     migrations.downgrade(url, args.to)
     print(f"  now at {migrations.current_revision(url) or 'base'}")
-    return EXIT_OK
+    return EXIT_PASS
 
 
 def cmd_current(args: argparse.Namespace) -> int:
     print(migrations.current_revision(_url(args)) or "base (not migrated)")
-    return EXIT_OK
+    return EXIT_PASS
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     for script in migrations.revisions_in_order():
-        print(f"{script.revision:<36} {script.doc or ''}")
-    return EXIT_OK
+        print(f"{script.revision:<36} {(script.doc or '').splitlines()[0]}")
+    return EXIT_PASS
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    with _connect_any_version(args) as connection:
+        report = preflight.run(connection, args.admin_email, args.backup_confirmed)
+    return _show(report, args)
+
+
+def _connect_any_version(args: argparse.Namespace) -> Connection:
+    """Pre-flight reports an old server as a failed check rather than refusing to run."""
+    engine = make_engine(_url(args))
+    try:
+        return engine.connect()
+    except DBAPIError as exc:
+        raise DatabaseError(
+            f"cannot connect to {redact(engine.url)}: {first_line(exc)} "
+            "(check the host, port, user, password and database name in DATABASE_URL)"
+        ) from exc
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with _connect(args) as connection:
+        return _show(verify.run(connection, args.admin_email), args)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    url = _url(args)
+    current = migrations.current_revision(url)
+    known = [s.revision for s in migrations.revisions_in_order()]
+    if current not in known:
+        raise UsageError(
+            f"the database is at {current or 'base'}, not a revision of this "
+            "package: nothing this command can roll back"
+        )
+    if known.index(current) <= known.index(migrations.BASELINE_REVISION):
+        print(f"Already at {current}: nothing to roll back")
+        return EXIT_PASS
+    with _connect(args) as connection:
+        lost = rollback.discarded(connection)
+        connection.rollback()
+    if lost and not args.yes:
+        print("Refusing to roll back: it would discard", file=sys.stderr)
+        for kind, count in lost.items():
+            print(f"  {count:>8}  {kind}", file=sys.stderr)
+        print("Take a backup of these, then run again with --yes.", file=sys.stderr)
+        return EXIT_FAILED
+    if not _quiet(args):
+        print(f"Rolling back {redact(url)} from {current} to {migrations.BASELINE_REVISION}")
+    began = time.perf_counter()
+    migrations.downgrade(url, migrations.BASELINE_REVISION)
+    with _connect(args) as connection:
+        report = rollback.verify_rolled_back(connection)
+    report.notes.append(f"Rolled back in {time.perf_counter() - began:.2f}s.")
+    return _show(report, args)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    for path in offline.write(Path(args.out)):
+        print(f"wrote {path}")
+    return EXIT_PASS
+
+
+def cmd_partitions(args: argparse.Namespace) -> int:
+    if args.action == "schedule":
+        print(partitions.SCHEDULE_SQL, end="")
+        if not args.apply:
+            return EXIT_PASS
+    with _connect(args) as connection:
+        if args.action == "ensure":
+            return _show(partitions.ensure(connection, args.months_ahead), args)
+        if args.action == "archive":
+            return _show(partitions.archive(connection, args.older_than, args.drop), args)
+        if not partitions.pg_cron_installed(connection):
+            raise UsageError(
+                "pg_cron is not installed in this database: run the SQL above "
+                "where it is, or schedule `crm-schema partitions ...` with cron"
+            )
+        connection.execute(text(partitions.SCHEDULE_SQL))
+        connection.commit()
+        print("scheduled")
+    return EXIT_PASS
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _connect(args) as connection:
+        return _show(stats.run(connection), args)
 
 
 def _recreate_database(server: embedded.EmbeddedServer, name: str) -> URL:
@@ -97,24 +267,38 @@ def _recreate_database(server: embedded.EmbeddedServer, name: str) -> URL:
     return server.url(name)
 
 
-def _demo_embedded(datadir: Path, keep: bool) -> int:
+def _demo_on(url: str | URL, args: argparse.Namespace) -> None:
+    args.url = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+    args.to, args.notes, args.json = "head", "crm-schema demo", False
+    cmd_upgrade(args)
+    from crm_schema import demo_data  # imported late: only the demo needs it
+
+    with _connect(args) as connection:
+        summary = demo_data.load(connection)
+    print(f"Loaded a sample CRM: {summary}")
+    with _connect(args) as connection:
+        _show(verify.run(connection, args.admin_email), args)
+    with _connect(args) as connection:
+        _show(stats.run(connection), args)
+
+
+def _demo_embedded(datadir: Path, args: argparse.Namespace) -> int:
     began = time.perf_counter()
     print(f"Starting an embedded PostgreSQL in {datadir} ...", flush=True)
-    server = embedded.start(datadir, keep=keep)
+    server = embedded.start(datadir, keep=args.keep)
     url = _recreate_database(server, DEMO_DATABASE)
     with connect_checked(make_engine(url)) as conn:
         version = conn.execute(text("SHOW server_version")).scalar_one()
     print(f"  PostgreSQL {version} ready in {time.perf_counter() - began:.1f}s")
-    print(f"Migrating database {DEMO_DATABASE!r} revision by revision:")
-    _upgrade_printing(url, "head")
-    print("Connect with:")
+    _demo_on(url, args)
+    print("\nConnect with:")
     print(f'  psql "postgresql://postgres@/{DEMO_DATABASE}?host={server.socket_dir}"')
-    if keep:
+    if args.keep:
         print("The server keeps running; stop it with: crm-schema demo --stop")
     else:
         server.stop()
         print("Server stopped (keep it running next time with: crm-schema demo --keep)")
-    return EXIT_OK
+    return EXIT_PASS
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -124,55 +308,113 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise UsageError(f"no demo server in {datadir}")
         embedded.start(datadir).stop()
         print(f"Stopped the demo server in {datadir}")
-        return EXIT_OK
+        return EXIT_PASS
     url = args.url or url_from_env()
     if url:
-        print(
-            f"Migrating the database named by {'--url' if args.url else 'DATABASE_URL'}: "
-            f"{redact(url)}"
-        )
-        _upgrade_printing(url, "head")
-        return EXIT_OK
-    return _demo_embedded(datadir, args.keep)
+        where = "--url" if args.url else "DATABASE_URL"
+        print(f"Migrating the database named by {where}: {redact(url)}")
+        _demo_on(url, args)
+        return EXIT_PASS
+    return _demo_embedded(datadir, args)
+
+
+def _add(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_: str,
+    func: Callable[[argparse.Namespace], int],
+    *,
+    url: bool = True,
+    json: bool = False,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_, description=help_)
+    if url:
+        parser.add_argument("--url", help="database URL (default: $DATABASE_URL)")
+    if json:
+        parser.add_argument("--json", action="store_true", help="print a JSON report")
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _admin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admin-email",
+        default=preflight.DEFAULT_ADMIN_EMAIL,
+        help="the admin user the checks look for (default: %(default)s)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="crm-schema", description="Migrate and inspect the cannabis CRM's database schema."
+        prog="crm-schema", description="Migrate, check and maintain the cannabis CRM's database."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--url", help="database URL (default: $DATABASE_URL)")
-        return p
+    p = _add(sub, "preflight", "read-only checks before migrating", cmd_preflight, json=True)
+    _admin_option(p)
+    p.add_argument("--backup-confirmed", action="store_true", help="a backup has been taken")
 
-    p = with_url(sub.add_parser("upgrade", help="apply migrations (default: to head)"))
-    p.add_argument("--to", default="head", metavar="REV", help="target revision (default: head)")
-    p.set_defaults(func=cmd_upgrade)
-
-    p = with_url(sub.add_parser("downgrade", help="revert migrations down to a revision"))
-    p.add_argument(
-        "--to", required=True, metavar="REV", help="target revision, e.g. 0002_crm_baseline"
+    p = _add(
+        sub,
+        "upgrade",
+        "migrate (default: to head), verify, write the migration log",
+        cmd_upgrade,
+        json=True,
     )
-    p.set_defaults(func=cmd_downgrade)
+    p.add_argument("--to", default="head", metavar="REV", help="target revision")
+    p.add_argument("--notes", help="notes for the migration log")
+    p.add_argument("--log-dir", default="migration-logs", help="where the log file goes")
+    _admin_option(p)
 
-    p = with_url(sub.add_parser("current", help="print the database's revision"))
-    p.set_defaults(func=cmd_current)
+    p = _add(
+        sub,
+        "verify",
+        "the seed's post-migration checks and this project's invariants",
+        cmd_verify,
+        json=True,
+    )
+    _admin_option(p)
 
-    p = sub.add_parser("history", help="list the revisions, oldest first")
-    p.set_defaults(func=cmd_history)
+    p = _add(
+        sub,
+        "rollback",
+        "emergency rollback to 0002_crm_baseline, then verify",
+        cmd_rollback,
+        json=True,
+    )
+    p.add_argument("--yes", action="store_true", help="discard the enhancement's data")
 
-    p = with_url(
-        sub.add_parser(
-            "demo",
-            help="migrate DATABASE_URL, or with none given an embedded throwaway PostgreSQL",
-        )
+    p = _add(
+        sub, "sql", "write the seed's two SQL files (upgrade and rollback)", cmd_sql, url=False
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the .sql files")
+
+    p = _add(sub, "partitions", "activity-log partition maintenance", cmd_partitions, json=True)
+    p.add_argument("action", choices=["ensure", "archive", "schedule"])
+    p.add_argument("--months-ahead", type=int, default=11, help="ensure: months after this one")
+    p.add_argument("--older-than", default="90d", help="archive: age, e.g. 90d, 12w, 6m")
+    p.add_argument("--drop", action="store_true", help="archive: drop instead of detaching")
+    p.add_argument("--apply", action="store_true", help="schedule: run the pg_cron SQL")
+
+    _add(sub, "stats", "monitoring: activity log, change log, permissions", cmd_stats, json=True)
+
+    p = _add(sub, "downgrade", "revert migrations down to a revision", cmd_downgrade)
+    p.add_argument("--to", required=True, metavar="REV", help="e.g. 0002_crm_baseline")
+    _add(sub, "current", "print the database's revision", cmd_current)
+    _add(sub, "history", "list the revisions, oldest first", cmd_history, url=False)
+
+    p = _add(
+        sub,
+        "demo",
+        "migrate DATABASE_URL (or an embedded PostgreSQL), load a sample CRM, verify, show stats",
+        cmd_demo,
     )
     p.add_argument("--keep", action="store_true", help="leave the embedded server running")
     p.add_argument("--stop", action="store_true", help="stop a server left running by --keep")
     p.add_argument("--dir", default=".crm-demo/pgdata", help="embedded server data folder")
-    p.set_defaults(func=cmd_demo)
+    p.add_argument("--log-dir", default=".crm-demo/migration-logs", help=argparse.SUPPRESS)
+    _admin_option(p)
     return parser
 
 
@@ -186,8 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DBAPIError as exc:
         # Each revision runs in its own transaction: the failing one was rolled back.
         print(
-            f"crm-schema: error: the database refused a statement, and the revision in progress "
-            f"was rolled back: {first_line(exc)}",
+            "crm-schema: error: the database refused a statement (a migration in progress "
+            f"was rolled back): {first_line(exc)}",
             file=sys.stderr,
         )
         return EXIT_ERROR

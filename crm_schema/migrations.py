@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -34,9 +35,12 @@ def script_location() -> Path:
     raise FileNotFoundError("crm_schema's migration scripts are missing from this installation")
 
 
-def make_config(url: str | URL | None = None) -> Config:
-    """An Alembic config for these migrations; ``url`` overrides ``DATABASE_URL``."""
-    config = Config()
+def make_config(url: str | URL | None = None, output_buffer: TextIO | None = None) -> Config:
+    """An Alembic config for these migrations; ``url`` overrides ``DATABASE_URL``.
+
+    ``output_buffer`` receives the SQL in offline (``sql=True``) mode.
+    """
+    config = Config(output_buffer=output_buffer)
     config.set_main_option("script_location", str(script_location()))
     if url is not None:
         rendered = normalize_url(url).render_as_string(hide_password=False)

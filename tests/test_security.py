@@ -51,6 +51,12 @@ def world(conn: Connection) -> Connection:
         ),
         {"b": s.AGENT_B, "admin": s.ADMIN},
     )
+    conn.execute(
+        text(
+            "INSERT INTO migration_log (migration_date, started_at, executed_by, "
+            "verification_status) VALUES (current_date, now(), 'dba', 'PASS')"
+        )
+    )
     for user in (s.AGENT_A, s.AGENT_A, s.AGENT_B):
         conn.execute(
             text("SELECT public.log_user_activity(:u, 'view', 'dispensary', NULL, '{}')"),
@@ -130,6 +136,12 @@ STATEMENTS: dict[str, tuple[str, str, str]] = {
         "UPDATE change_log SET changed_by = changed_by",
         "DELETE FROM change_log",
     ),
+    "migration_log": (
+        "INSERT INTO migration_log (migration_date, started_at, executed_by, "
+        "verification_status) VALUES (current_date, now(), 'me', 'PASS')",
+        "UPDATE migration_log SET notes = notes",
+        "DELETE FROM migration_log",
+    ),
 }
 PARTITIONS = ("<current partition>", "user_activity_overflow")
 VIEWS = (
@@ -160,6 +172,7 @@ EXPECTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "user_permissions": _expect(0, DENIED, 0, 0),
         "user_activity_log": _expect(2, *READ_ONLY),
         "change_log": _expect(0, *READ_ONLY),
+        "migration_log": _expect(0, *READ_ONLY),
         "active_profiles": _expect(4, *READ_ONLY),
         "user_effective_permissions": _expect(66, *READ_ONLY),
         "recent_activity": _expect(2, *READ_ONLY),
@@ -178,6 +191,7 @@ EXPECTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "user_permissions": _expect(1, DENIED, 0, 0),
         "user_activity_log": _expect(1, *READ_ONLY),
         "change_log": _expect(0, *READ_ONLY),
+        "migration_log": _expect(0, *READ_ONLY),
         "active_profiles": _expect(4, *READ_ONLY),
         "user_effective_permissions": _expect(66, *READ_ONLY),
         "recent_activity": _expect(1, *READ_ONLY),
@@ -196,6 +210,7 @@ EXPECTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "user_permissions": _expect(1, DENIED, 0, 0),
         "user_activity_log": _expect(3, *READ_ONLY),
         "change_log": _expect(ALL, *READ_ONLY),
+        "migration_log": _expect(0, *READ_ONLY),
         "active_profiles": _expect(4, *READ_ONLY),
         "user_effective_permissions": _expect(4 * 66, *READ_ONLY),
         "recent_activity": _expect(3, *READ_ONLY),
@@ -209,6 +224,7 @@ EXPECTED["admin"] = {
     "order_items": _expect(3, 1, 2, 2),
     "user_activity_log": _expect(3, *READ_ONLY),
     "change_log": _expect(ALL, *READ_ONLY),
+    "migration_log": _expect(ALL, *READ_ONLY),
     **{view: EXPECTED["manager"][view] for view in VIEWS},
 }
 EXPECTED["service_role"] = {**EXPECTED["admin"]}

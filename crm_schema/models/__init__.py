@@ -10,6 +10,7 @@ from crm_schema.models.base import NAMING_CONVENTION, Base, include_name, includ
 from crm_schema.models.change_log import ChangeLog
 from crm_schema.models.communications import Communication
 from crm_schema.models.dispensaries import DispensaryProfile
+from crm_schema.models.migration_log import MigrationLog
 from crm_schema.models.orders import Order, OrderItem
 from crm_schema.models.permissions import RolePermission, UserPermission
 from crm_schema.models.products import Product
@@ -22,6 +23,7 @@ __all__ = [
     "ChangeLog",
     "Communication",
     "DispensaryProfile",
+    "MigrationLog",
     "Order",
     "OrderItem",
     "Product",

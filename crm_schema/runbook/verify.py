@@ -1,0 +1,212 @@
+"""Post-migration verification: the seed's checks verbatim, then this project's invariants.
+
+Everything runs in one transaction that is rolled back, so the seed's function test (which
+logs a login) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Connection, text
+
+from crm_schema import migrations
+from crm_schema.runbook.preflight import current_revision
+from crm_schema.runbook.report import Report
+
+SEED_NEW_TABLES = """
+SELECT COUNT(*) as new_tables_count FROM information_schema.tables
+WHERE table_schema = 'public'
+AND table_name IN ('user_permissions', 'role_permissions', 'user_activity_log', 'change_log');
+"""
+SEED_NEW_COLUMNS = """
+SELECT COUNT(*) as new_columns_count FROM information_schema.columns
+WHERE table_schema = 'public' AND table_name = 'profiles'
+AND column_name IN ('deleted_at', 'deleted_by', 'is_active', 'metadata', 'last_login_at', 'login_count');
+"""  # noqa: E501 - the seed's query, verbatim
+SEED_PERMISSION = """
+SELECT public.user_has_permission(
+    (SELECT id FROM public.profiles WHERE email = :admin_email),
+    'read'::permission_type,
+    'profile'::resource_type
+);
+"""
+SEED_ACTIVITY = """
+SELECT public.log_user_activity(
+    (SELECT id FROM public.profiles WHERE email = :admin_email),
+    'login'::activity_type,
+    'system'::resource_type,
+    NULL,
+    '{"test": true}'::jsonb
+);
+"""
+SEED_PARTITIONS = """
+SELECT schemaname, tablename FROM pg_tables
+WHERE schemaname = 'public'
+AND tablename LIKE 'user_activity_log_%';
+"""
+CHANGE_TRACKED = (
+    "profiles",
+    "dispensary_profiles",
+    "products",
+    "orders",
+    "order_items",
+    "communications",
+    "tasks",
+    "role_permissions",
+    "user_permissions",
+)
+
+
+def _rows(connection: Connection, sql: str) -> list[str]:
+    return [str(r) for r in connection.execute(text(sql)).scalars()]
+
+
+def _seed_checks(report: Report, connection: Connection, admin_email: str) -> None:
+    tables = connection.execute(text(SEED_NEW_TABLES)).scalar()
+    report.add("seed: new tables", tables == 4, expected=4, actual=tables)
+    columns = connection.execute(text(SEED_NEW_COLUMNS)).scalar()
+    report.add("seed: new profile columns", columns == 6, expected=6, actual=columns)
+    allowed = connection.execute(text(SEED_PERMISSION), {"admin_email": admin_email}).scalar()
+    report.add(
+        f"seed: {admin_email} may read profiles",
+        allowed is True,
+        expected=True,
+        actual=allowed,
+        detail="" if allowed else "is the admin's profile there?",
+    )
+    log_id = connection.execute(text(SEED_ACTIVITY), {"admin_email": admin_email}).scalar()
+    report.add(
+        "seed: log_user_activity returns an id",
+        log_id is not None,
+        expected="a UUID",
+        actual=log_id,
+    )
+    partitions = {row.tablename for row in connection.execute(text(SEED_PARTITIONS))}
+    this_month = dt.datetime.now(dt.UTC).date().replace(day=1)
+    wanted = [
+        "user_activity_log_"
+        + dt.date(
+            this_month.year + (this_month.month - 1 + i) // 12,
+            (this_month.month - 1 + i) % 12 + 1,
+            1,
+        ).strftime("%Y_%m")
+        for i in range(12)
+    ]
+    missing = [w for w in wanted if w not in partitions]
+    report.add(
+        "seed: monthly partitions",
+        not missing,
+        expected="12 (this month and the next 11)",
+        actual=f"{len(partitions)} present"
+        + (f"; missing {', '.join(missing)}" if missing else ""),
+    )
+
+
+def _invariants(report: Report, connection: Connection) -> None:
+    no_rls = _rows(
+        connection,
+        """
+        SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+        AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity ORDER BY 1""",
+    )
+    report.add(
+        "RLS enabled on every table (partitions too)",
+        not no_rls,
+        expected="none without",
+        actual=", ".join(no_rls) or "all",
+    )
+    no_policy = _rows(
+        connection,
+        """
+        SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+        AND c.relkind IN ('r', 'p') AND c.relrowsecurity
+        AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid) ORDER BY 1""",
+    )
+    report.add(
+        "every RLS table has a policy",
+        not no_policy,
+        expected="none without",
+        actual=", ".join(no_policy) or "all",
+    )
+    mutable = _rows(
+        connection,
+        """
+        SELECT p.oid::regprocedure::text FROM pg_proc p
+        WHERE p.pronamespace IN ('public'::regnamespace)
+        AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search\\_path=%')
+        ORDER BY 1""",
+    )
+    report.add(
+        "functions have a fixed search_path",
+        not mutable,
+        expected="all",
+        actual=", ".join(mutable) or "all",
+    )
+    definer_views = _rows(
+        connection,
+        """
+        SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+        AND c.relkind = 'v' AND NOT coalesce('security_invoker=true' = ANY(c.reloptions), false)
+        ORDER BY 1""",
+    )
+    report.add(
+        "views are security_invoker",
+        not definer_views,
+        expected="all",
+        actual=", ".join(definer_views) or "all",
+    )
+    anon = _rows(
+        connection,
+        """
+        SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+        AND c.relkind IN ('r', 'p', 'v')
+        AND has_table_privilege('anon', c.oid, 'SELECT,INSERT,UPDATE,DELETE') ORDER BY 1""",
+    )
+    report.add(
+        "anon can reach no table or view",
+        not anon,
+        expected="none",
+        actual=", ".join(anon) or "none",
+    )
+    untracked = [
+        t
+        for t in CHANGE_TRACKED
+        if connection.execute(
+            text(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass) "
+                "AND tgname LIKE '%\\_log\\_%' AND NOT tgisinternal"
+            ),
+            {"t": f"public.{t}"},
+        ).scalar()
+        != 3
+    ]
+    report.add(
+        "change-log triggers on every tracked table",
+        not untracked,
+        expected="9 tables",
+        actual=", ".join(untracked) or "9 tables",
+    )
+    defaults = connection.execute(
+        text("SELECT count(DISTINCT role) FROM role_permissions")
+    ).scalar()
+    report.add(
+        "default role permissions",
+        defaults == 3,
+        expected="admin, manager, agent",
+        actual=f"{defaults} role(s) with defaults",
+    )
+
+
+def run(connection: Connection, admin_email: str) -> Report:
+    report = Report("Verification")
+    head = migrations.revisions_in_order()[-1].revision
+    try:
+        revision = current_revision(connection)
+        report.add("Alembic revision", revision == head, expected=head, actual=revision or "none")
+        if revision is not None and revision >= "0007":
+            _seed_checks(report, connection, admin_email)
+            _invariants(report, connection)
+    finally:
+        connection.rollback()
+    return report
