@@ -223,6 +223,10 @@ def test_demo_on_embedded_server(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for script in migrations.revisions_in_order():
         assert script.revision in result.stdout
+    assert "Loaded a sample CRM: " in result.stdout
+    assert "FAIL" not in result.stdout
+    assert "Result: all checks passed" in result.stdout
+    assert "Changes per table" in result.stdout  # the monitoring report closes the demo
     assert 'psql "postgresql://postgres@/crm_demo?host=' in result.stdout
     assert "Server stopped" in result.stdout
     assert not (datadir / "postmaster.pid").exists()
