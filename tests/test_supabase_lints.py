@@ -1,0 +1,122 @@
+"""Supabase's linter as the bar: the migrated schema raises no security or performance lint,
+and each lint query is proven to fire on a deliberately bad object (so "no findings" means
+something)."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import URL
+
+from crm_schema import migrations
+from tests.supabase_lints import LINTS, Finding, run_lints
+
+
+def test_head_raises_no_lint(conn: Connection) -> None:
+    assert run_lints(conn) == []
+
+
+def test_the_auth_shim_functions_have_a_fixed_search_path(
+    empty_db_url: URL, make_engine: object
+) -> None:
+    command.upgrade(migrations.make_config(empty_db_url), "0001_supabase_compat")
+    with make_engine(empty_db_url).connect() as connection:  # type: ignore[operator]
+        findings = run_lints(connection, function_schemas=("auth",))
+    assert [f for f in findings if f.lint == "function_search_path_mutable"] == []
+
+
+# lint -> (SQL creating a bad object, SQL creating its good twin)
+CASES: dict[str, tuple[str, str]] = {
+    "rls_disabled_in_public": (
+        "CREATE TABLE public.lint_t (id int PRIMARY KEY)",
+        "CREATE TABLE public.lint_t (id int PRIMARY KEY); "
+        "ALTER TABLE public.lint_t ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY p ON public.lint_t FOR SELECT TO authenticated USING (true)",
+    ),
+    "policy_exists_rls_disabled": (
+        "CREATE TABLE public.lint_t (id int PRIMARY KEY); "
+        "ALTER TABLE public.lint_t ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY p ON public.lint_t FOR SELECT TO authenticated USING (true); "
+        "ALTER TABLE public.lint_t DISABLE ROW LEVEL SECURITY",
+        "CREATE TABLE public.lint_t (id int PRIMARY KEY); "
+        "ALTER TABLE public.lint_t ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY p ON public.lint_t FOR SELECT TO authenticated USING (true)",
+    ),
+    "rls_enabled_no_policy": (
+        "CREATE TABLE public.lint_t (id int PRIMARY KEY); "
+        "ALTER TABLE public.lint_t ENABLE ROW LEVEL SECURITY",
+        "CREATE TABLE public.lint_t (id int PRIMARY KEY); "
+        "ALTER TABLE public.lint_t ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY p ON public.lint_t FOR SELECT TO authenticated USING (true)",
+    ),
+    "function_search_path_mutable": (
+        "CREATE FUNCTION public.lint_f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE FUNCTION public.lint_f() RETURNS int LANGUAGE sql SET search_path = '' "
+        "AS 'SELECT 1'",
+    ),
+    "security_definer_view": (
+        "CREATE VIEW public.lint_v AS SELECT id FROM public.products",
+        "CREATE VIEW public.lint_v WITH (security_invoker = true) "
+        "AS SELECT id FROM public.products",
+    ),
+    "auth_users_exposed": (
+        "CREATE VIEW public.lint_v WITH (security_invoker = true) AS SELECT id FROM auth.users; "
+        "GRANT SELECT ON public.lint_v TO authenticated",
+        "CREATE VIEW public.lint_v WITH (security_invoker = true) AS SELECT id FROM auth.users",
+    ),
+    "auth_rls_initplan": (
+        "CREATE POLICY lint_p ON public.orders AS RESTRICTIVE FOR SELECT TO authenticated "
+        "USING (agent_id = auth.uid())",
+        "CREATE POLICY lint_p ON public.orders AS RESTRICTIVE FOR SELECT TO authenticated "
+        "USING (agent_id = (SELECT auth.uid()))",
+    ),
+    "multiple_permissive_policies": (
+        "CREATE POLICY lint_p ON public.orders FOR SELECT TO authenticated USING (true)",
+        "CREATE POLICY lint_p ON public.orders AS RESTRICTIVE FOR SELECT TO authenticated "
+        "USING (true)",
+    ),
+    "unindexed_foreign_keys": (
+        "CREATE TABLE public.lint_t (id int PRIMARY KEY, o uuid REFERENCES public.orders); "
+        "ALTER TABLE public.lint_t ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY p ON public.lint_t FOR SELECT TO authenticated USING (true)",
+        "CREATE TABLE public.lint_t (id int PRIMARY KEY, o uuid REFERENCES public.orders); "
+        "CREATE INDEX ON public.lint_t (o); "
+        "ALTER TABLE public.lint_t ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY p ON public.lint_t FOR SELECT TO authenticated USING (true)",
+    ),
+    "duplicate_index": (
+        "CREATE INDEX lint_i ON public.orders (agent_id)",
+        "CREATE INDEX lint_i ON public.orders (agent_id, status)",
+    ),
+    "no_primary_key": (
+        "CREATE TABLE public.lint_t (id int); "
+        "ALTER TABLE public.lint_t ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY p ON public.lint_t FOR SELECT TO authenticated USING (true)",
+        "CREATE TABLE public.lint_t (id int PRIMARY KEY); "
+        "ALTER TABLE public.lint_t ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY p ON public.lint_t FOR SELECT TO authenticated USING (true)",
+    ),
+}
+
+
+def _new_findings(conn: Connection, sql: str) -> set[str]:
+    conn.execute(text("SAVEPOINT lint"))
+    before = set(run_lints(conn))
+    conn.execute(text(sql))
+    added: set[Finding] = set(run_lints(conn)) - before
+    conn.execute(text("ROLLBACK TO SAVEPOINT lint"))
+    return {f.lint for f in added}
+
+
+def test_every_lint_has_a_case() -> None:
+    assert set(CASES) == set(LINTS)
+
+
+@pytest.mark.parametrize("lint", sorted(CASES))
+def test_lint_fires_on_the_bad_object_only(conn: Connection, lint: str) -> None:
+    bad, good = CASES[lint]
+    # A table with policies but RLS off is, of course, also a table without RLS.
+    also = {"rls_disabled_in_public"} if lint == "policy_exists_rls_disabled" else set()
+    assert _new_findings(conn, bad) == {lint} | also
+    assert _new_findings(conn, good) == set()
