@@ -103,72 +103,50 @@ def _seed_checks(report: Report, connection: Connection, admin_email: str) -> No
     )
 
 
-def _invariants(report: Report, connection: Connection) -> None:
-    no_rls = _rows(
-        connection,
-        """
-        SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
-        AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity ORDER BY 1""",
-    )
-    report.add(
+# Invariants that hold when a query finds nothing: (check name, what it lists, query).
+MUST_FIND_NOTHING: tuple[tuple[str, str, str], ...] = (
+    (
         "RLS enabled on every table (partitions too)",
-        not no_rls,
-        expected="none without",
-        actual=", ".join(no_rls) or "all",
-    )
-    no_policy = _rows(
-        connection,
-        """
-        SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
-        AND c.relkind IN ('r', 'p') AND c.relrowsecurity
-        AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid) ORDER BY 1""",
-    )
-    report.add(
+        "tables without",
+        """SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+           AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity ORDER BY 1""",
+    ),
+    (
         "every RLS table has a policy",
-        not no_policy,
-        expected="none without",
-        actual=", ".join(no_policy) or "all",
-    )
-    mutable = _rows(
-        connection,
-        """
-        SELECT p.oid::regprocedure::text FROM pg_proc p
-        WHERE p.pronamespace IN ('public'::regnamespace)
-        AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search\\_path=%')
-        ORDER BY 1""",
-    )
-    report.add(
+        "tables without",
+        """SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+           AND c.relkind IN ('r', 'p') AND c.relrowsecurity
+           AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid) ORDER BY 1""",
+    ),
+    (
         "functions have a fixed search_path",
-        not mutable,
-        expected="all",
-        actual=", ".join(mutable) or "all",
-    )
-    definer_views = _rows(
-        connection,
-        """
-        SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
-        AND c.relkind = 'v' AND NOT coalesce('security_invoker=true' = ANY(c.reloptions), false)
-        ORDER BY 1""",
-    )
-    report.add(
+        "functions without",
+        """SELECT p.oid::regprocedure::text FROM pg_proc p
+           WHERE p.pronamespace = 'public'::regnamespace
+           AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search\\_path=%')
+           ORDER BY 1""",
+    ),
+    (
         "views are security_invoker",
-        not definer_views,
-        expected="all",
-        actual=", ".join(definer_views) or "all",
-    )
-    anon = _rows(
-        connection,
-        """
-        SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
-        AND c.relkind IN ('r', 'p', 'v')
-        AND has_table_privilege('anon', c.oid, 'SELECT,INSERT,UPDATE,DELETE') ORDER BY 1""",
-    )
-    report.add(
+        "views that are not",
+        """SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+           AND c.relkind = 'v'
+           AND NOT coalesce('security_invoker=true' = ANY(c.reloptions), false) ORDER BY 1""",
+    ),
+    (
         "anon can reach no table or view",
-        not anon,
-        expected="none",
-        actual=", ".join(anon) or "none",
-    )
+        "reachable",
+        """SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+           AND c.relkind IN ('r', 'p', 'v')
+           AND has_table_privilege('anon', c.oid, 'SELECT,INSERT,UPDATE,DELETE') ORDER BY 1""",
+    ),
+)
+
+
+def _invariants(report: Report, connection: Connection) -> None:
+    for name, listing, sql in MUST_FIND_NOTHING:
+        found = _rows(connection, sql)
+        report.add(name, not found, expected=f"no {listing}", actual=", ".join(found) or "none")
     untracked = [
         t
         for t in CHANGE_TRACKED
