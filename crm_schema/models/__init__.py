@@ -15,9 +15,11 @@ from crm_schema.models.orders import Order, OrderItem
 from crm_schema.models.permissions import RolePermission, UserPermission
 from crm_schema.models.products import Product
 from crm_schema.models.profiles import Profile
+from crm_schema.models.soft_delete import INCLUDE_DELETED, restore, soft_delete
 from crm_schema.models.tasks import Task
 
 __all__ = [
+    "INCLUDE_DELETED",
     "NAMING_CONVENTION",
     "Base",
     "ChangeLog",
@@ -36,4 +38,6 @@ __all__ = [
     "include_name",
     "include_object",
     "metadata",
+    "restore",
+    "soft_delete",
 ]

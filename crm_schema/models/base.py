@@ -73,18 +73,27 @@ class Tracked:
     soft-deleted: the row stays (and keeps its references) but leaves non-admin reads.
     """
 
-    version: Mapped[int] = mapped_column(server_default=text("1"), doc="Starts at 1.")
+    version: Mapped[int] = mapped_column(
+        server_default=text("1"), doc="Starts at 1; also the ORM's optimistic-locking counter."
+    )
     edit_count: Mapped[int] = mapped_column(server_default=text("0"))
     updated_by: Mapped[uuid.UUID | None] = mapped_column(doc="Who last changed the row.")
     deleted_at: Mapped[dt.datetime | None] = mapped_column(doc="Set when soft-deleted.")
     deleted_by: Mapped[uuid.UUID | None]
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        # The database bumps version on every real change (phase 3's trigger): the ORM only
+        # checks it (UPDATE ... WHERE version = :seen) and reads the new value back.
+        table = cls.__table__  # type: ignore[attr-defined]  # set before mapper args are read
+        return {"version_id_col": table.c.version, "version_id_generator": False}
 
 
 class HasMetadata:
     """A free-form jsonb object (``metadata`` in the database; the name is taken in Python)."""
 
     @declared_attr
-    def metadata_(cls) -> Mapped[JsonObject]:  # noqa: N805 - declared_attr takes the class
+    def metadata_(cls) -> Mapped[JsonObject]:
         return mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import TYPE_CHECKING
 
 from sqlalchemy import CheckConstraint, ForeignKey, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_schema.enums import PermissionType, ResourceType, UserRole
 from crm_schema.models.base import Base, created_at, pg_enum, updated_at, uuid_pk
+
+if TYPE_CHECKING:
+    from crm_schema.models.profiles import Profile
 
 
 class RolePermission(Base):
@@ -61,3 +65,5 @@ class UserPermission(Base):
     reason: Mapped[str | None]
     created_at: Mapped[dt.datetime] = created_at()
     updated_at: Mapped[dt.datetime] = updated_at()
+
+    user: Mapped[Profile] = relationship(back_populates="permissions")

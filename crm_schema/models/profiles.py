@@ -23,6 +23,7 @@ from crm_schema.models.base import (
 
 if TYPE_CHECKING:
     from crm_schema.models.dispensaries import DispensaryProfile
+    from crm_schema.models.permissions import UserPermission
 
 
 class Profile(Tracked, HasMetadata, Base):
@@ -54,6 +55,9 @@ class Profile(Tracked, HasMetadata, Base):
     created_at: Mapped[dt.datetime] = created_at()
     updated_at: Mapped[dt.datetime] = updated_at()
 
+    permissions: Mapped[list[UserPermission]] = relationship(
+        back_populates="user", passive_deletes=True, doc="Per-user overrides."
+    )
     dispensaries: Mapped[list[DispensaryProfile]] = relationship(
         back_populates="assigned_agent", foreign_keys="DispensaryProfile.assigned_agent_id"
     )
