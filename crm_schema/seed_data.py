@@ -223,44 +223,55 @@ def _skewed(kind: str, salt: str, index: str, count: str, power: int) -> str:
     return _uuid(kind, number)
 
 
-LINE = "o || '.' || line"
 BIG_DISPENSARY = _skewed("dispensary", "dispensary", "g", ":dispensaries", 3)
 
-# Order o has 1 to 5 lines (3 on average); a product's popularity follows a power law.
-ITEMS = f"""
-SELECT o, line,
-       {_skewed("product", "product", LINE, ":products", 2)} AS product_id,
-       (1 + floor({_rnd("quantity", LINE)} * 24))::int AS quantity
-  FROM generate_series(1, :orders) AS o,
-       generate_series(1, 1 + floor({_rnd("lines", "o")} * 5)::int) AS line
-"""
 
+def _frac(hash_sql: str, part: int) -> str:
+    """A value in [0, 1) from the part-th 8 hex digits of an md5: four draws for one hash."""
+    return f"(('x' || substr({hash_sql}, {1 + 8 * (part - 1)}, 8))::bit(32)::bigint / 4294967296.0)"
+
+
+LINE_PRODUCT = _uuid("product", f"(1 + floor(power({_frac('l.h', 1)}, 2) * :products)::int)")
+ORDER_DISPENSARY = _uuid(
+    "dispensary", f"(1 + floor(power({_frac('h', 2)}, 3) * :dispensaries)::int)"
+)
+ORDER_AGENT = _uuid("user", f"({AGENT_FIRST} + floor({_frac('h', 4)} * {AGENT_COUNT})::int)")
+
+# Order lines are drawn once, into a temporary table that both the orders' totals and the
+# order_items rows come from. Order o has 1 to 5 lines (3 on average); one md5 per line
+# gives its id, its product (popularity follows a power law) and its quantity.
 ORDERS = f"""
+CREATE TEMPORARY TABLE seed_order_lines ON COMMIT DROP AS
+SELECT l.o, l.line, l.h, p.id AS product_id, p.unit_price,
+       (1 + floor({_frac("l.h", 2)} * 24))::int AS quantity
+  FROM (SELECT o, line, md5(:seed || ':item:' || o || '.' || line) AS h
+          FROM generate_series(1, :orders) AS o,
+               generate_series(1, 1 + floor({_rnd("lines", "o")} * 5)::int) AS line) AS l
+  JOIN public.products AS p ON p.id = {LINE_PRODUCT};
+ANALYZE seed_order_lines;
 INSERT INTO public.orders
     (id, dispensary_id, agent_id, status, order_date, total_amount, created_at)
-SELECT {_uuid("order", "n")}, d.id, coalesce(d.assigned_agent_id, {_agent("order_agent", "n")}),
+SELECT h::uuid, d.id, coalesce(d.assigned_agent_id, {ORDER_AGENT}),
        (CASE WHEN day > :anchor - 7 THEN 'submitted' WHEN day > :anchor - 21 THEN 'confirmed'
-             WHEN {_rnd("cancel", "n")} < 0.04 THEN 'cancelled' ELSE 'delivered' END)
+             WHEN {_frac("h", 3)} < 0.04 THEN 'cancelled' ELSE 'delivered' END)
            ::public.order_status,
        day, coalesce(t.total, 0), day::timestamptz
   FROM generate_series(1, :orders) AS n
-  CROSS JOIN LATERAL (SELECT (:anchor - floor(power({_rnd("age", "n")}, 2) * 730)::int) AS day)
+  CROSS JOIN LATERAL (SELECT md5(:seed || ':order:' || n) AS h) AS x
+  CROSS JOIN LATERAL (SELECT (:anchor - floor(power({_frac("h", 1)}, 2) * 730)::int) AS day)
        AS a
-  JOIN public.dispensary_profiles AS d
-    ON d.id = {_skewed("dispensary", "dispensary", "n", ":dispensaries", 3)}
-  LEFT JOIN (SELECT i.o, sum(i.quantity * p.unit_price) AS total
-               FROM ({ITEMS}) AS i JOIN public.products AS p ON p.id = i.product_id
-              GROUP BY i.o) AS t ON t.o = n
+  JOIN public.dispensary_profiles AS d ON d.id = {ORDER_DISPENSARY}
+  LEFT JOIN (SELECT o, sum(quantity * unit_price) AS total FROM seed_order_lines GROUP BY o)
+       AS t ON t.o = n
  ORDER BY n;
 """
 
-ITEM_LINE = "i.o || '.' || i.line"
-ORDER_ITEMS = f"""
+ORDER_ITEMS = """
 INSERT INTO public.order_items (id, order_id, product_id, quantity, unit_price, created_at)
-SELECT {_uuid("item", ITEM_LINE)}, {_uuid("order", "i.o")}, i.product_id,
-       i.quantity, p.unit_price, CAST(:anchor AS timestamptz)
-  FROM ({ITEMS}) AS i JOIN public.products AS p ON p.id = i.product_id
- ORDER BY i.o, i.line;
+SELECT l.h::uuid, md5(:seed || ':order:' || l.o)::uuid, l.product_id, l.quantity,
+       l.unit_price, CAST(:anchor AS timestamptz)
+  FROM seed_order_lines AS l
+ ORDER BY l.o, l.line;
 """
 
 COMMUNICATIONS = f"""
