@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
+# The seed's performance promises at scale (BENCH_SCALE=1: a million orders); writes
+# docs/benchmarks.md. Timings live here, never in the tests.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -32,5 +37,5 @@ format: $(STAMP)
 
 clean:
 	-$(BIN)/crm-schema demo --stop 2>/dev/null
-	rm -rf $(VENV) .crm-demo dist build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .crm-demo .crm-bench dist build .mypy_cache .ruff_cache .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

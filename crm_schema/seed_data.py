@@ -399,6 +399,9 @@ def generate(
         if progress is not None:
             progress(table, rows[table], time.perf_counter() - began)
     connection.commit()
+    for table in CRM_TABLES:  # fresh statistics, or the planner guesses on a million rows
+        connection.execute(text(f"ANALYZE public.{table}"))
+    connection.commit()
     return Counts(
         rows["profiles"],
         rows["dispensary_profiles"],

@@ -182,9 +182,12 @@ BEGIN
     IF candidate IS NULL OR candidate = '' THEN
         RETURN NULL;
     END IF;
-    RETURN candidate::inet;
-EXCEPTION WHEN invalid_text_representation THEN
-    RETURN NULL;
+    -- The exception block (a subtransaction) only when there is something to parse.
+    BEGIN
+        RETURN candidate::inet;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RETURN NULL;
+    END;
 END
 $fn$;
 
@@ -304,14 +307,13 @@ AS $fn$
 DECLARE
     login_at timestamptz;
     logins integer;
-    actor constant uuid := auth.uid();
 BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.version := 1;
         NEW.edit_count := 0;
         NEW.updated_at := now();
-        NEW.updated_by := actor;
-        NEW.deleted_by := CASE WHEN NEW.deleted_at IS NOT NULL THEN actor END;
+        NEW.updated_by := auth.uid();
+        NEW.deleted_by := CASE WHEN NEW.deleted_at IS NOT NULL THEN NEW.updated_by END;
         RETURN NEW;
     END IF;
 
@@ -328,7 +330,7 @@ BEGIN
 
     IF OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN
         NEW.deleted_at := now();           -- soft delete: record when and who
-        NEW.deleted_by := actor;
+        NEW.deleted_by := auth.uid();
     ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
         IF public.request_is_end_user() AND NOT public.is_admin() THEN
             RAISE EXCEPTION 'permission denied: only an admin can restore a deleted %',
@@ -351,7 +353,7 @@ BEGIN
         NEW.version := OLD.version + 1;
         NEW.edit_count := OLD.edit_count + 1;
         NEW.updated_at := now();
-        NEW.updated_by := actor;
+        NEW.updated_by := auth.uid();  -- only now: it is a function call per row
     END IF;
     IF TG_TABLE_NAME = 'profiles' THEN
         NEW.last_login_at := login_at;
@@ -393,6 +395,11 @@ BEGIN
             (table_name, record_id, operation, old_values, changed_by)
         SELECT TG_TABLE_NAME, o.id, 'delete', to_jsonb(o), actor FROM old_rows AS o;
     ELSE
+        -- Each row is turned into jsonb once (MATERIALIZED), then compared key by key.
+        WITH pairs AS MATERIALIZED (
+            SELECT o.id, to_jsonb(o) AS old_row, to_jsonb(n) AS new_row
+              FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
+        )
         INSERT INTO public.change_log
             (table_name, record_id, operation, old_values, new_values, changed_columns,
              changed_by)
@@ -408,15 +415,15 @@ BEGIN
                (SELECT jsonb_object_agg(k, d.new_row -> k) FROM unnest(d.changed) AS k),
                d.changed, actor
           FROM (
-            SELECT o.id, to_jsonb(o) AS old_row, to_jsonb(n) AS new_row,
+            SELECT p.id, p.old_row, p.new_row,
                    ARRAY(
-                       SELECT e.key FROM jsonb_each(to_jsonb(n)) AS e
-                        WHERE e.value IS DISTINCT FROM to_jsonb(o) -> e.key
+                       SELECT e.key FROM jsonb_each(p.new_row) AS e
+                        WHERE e.value IS DISTINCT FROM p.old_row -> e.key
                           AND e.key NOT IN ('updated_at', 'updated_by', 'version',
                                             'edit_count', 'last_login_at', 'login_count')
                         ORDER BY e.key
                    ) AS changed
-              FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
+              FROM pairs AS p
           ) AS d
          WHERE cardinality(d.changed) > 0;
     END IF;

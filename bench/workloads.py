@@ -1,0 +1,429 @@
+"""The measurements: migration at scale, change-tracking overhead, RLS overhead, activity
+logging, partition maintenance and audit storage."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+
+from sqlalchemy import Connection, Engine, text
+
+from bench.harness import REPEATS, Results, alternate, ms, percentile, scalar, seconds
+from crm_schema import migrations
+
+BASELINE = migrations.BASELINE_REVISION
+BIG_TABLES = ("orders", "order_items", "dispensary_profiles")
+
+
+# --- 1. migration at scale ---------------------------------------------------------------
+
+
+class LockProbe:
+    """Reads one row of each big table every 20 ms from another connection. A read waits
+    only behind an ACCESS EXCLUSIVE lock, so the longest read is the longest such lock."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.worst: dict[str, float] = dict.fromkeys(BIG_TABLES, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            while not self._stop.is_set():
+                for table in BIG_TABLES:
+                    began = time.perf_counter()
+                    conn.execute(text(f"SELECT 1 FROM public.{table} LIMIT 1"))
+                    self.worst[table] = max(self.worst[table], time.perf_counter() - began)
+                time.sleep(0.02)
+
+    def __enter__(self) -> LockProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def migration_at_scale(url: str, engine: Engine, results: Results) -> None:
+    ups: list[dict[str, float]] = []
+    downs: list[float] = []
+    worst_lock = dict.fromkeys(BIG_TABLES, 0.0)
+    for attempt in range(REPEATS):
+        steps: dict[str, float] = {}
+        with LockProbe(engine) as probe:
+            for step in migrations.upgrade_stepwise(url, "head"):
+                steps[step.revision] = step.seconds
+        ups.append(steps)
+        for table, worst in probe.worst.items():
+            worst_lock[table] = max(worst_lock[table], worst)
+        print(f"    upgrade {attempt + 1}/{REPEATS}: {sum(steps.values()):.1f}s", flush=True)
+        downs.append(seconds(lambda: migrations.downgrade(url, BASELINE)))
+    migrations.upgrade(url, "head")  # later benchmarks work at head
+    total = statistics.median(sum(s.values()) for s in ups)
+    results.add(
+        "migration", "baseline -> head, total (median)", f"{total:.1f} s", "<= 60 s", total <= 60
+    )
+    for revision in ups[0]:
+        results.add(
+            "migration", f"  {revision}", f"{statistics.median(s[revision] for s in ups):.2f} s"
+        )
+    results.add("migration", "head -> baseline (median)", f"{statistics.median(downs):.1f} s")
+    for table, worst in worst_lock.items():
+        results.add(
+            "migration",
+            f"longest wait to read {table} (ACCESS EXCLUSIVE)",
+            ms(worst),
+            "<= 1 s",
+            worst <= 1.0,
+        )
+
+
+# --- 2. change-tracking overhead ---------------------------------------------------------
+
+TRACKING_SETUP = """
+CREATE SCHEMA IF NOT EXISTS bench;
+CREATE OR REPLACE PROCEDURE bench.update_each(n integer) LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT id FROM public.orders ORDER BY id LIMIT n LOOP
+        UPDATE public.orders SET notes = 'bench ' || clock_timestamp() WHERE id = r.id;
+        COMMIT;
+    END LOOP;
+END $$;
+"""
+WORKLOADS = {
+    "20 000 single-row updates, one per transaction": ("CALL bench.update_each(20000)", True),
+    "20 000 single-row updates in one transaction": (
+        "DO $$ DECLARE r record; BEGIN FOR r IN SELECT id FROM public.orders ORDER BY id "
+        "LIMIT 20000 LOOP UPDATE public.orders SET notes = 'one txn' WHERE id = r.id; "
+        "END LOOP; END $$",
+        False,
+    ),
+    "bulk UPDATE of 100 000 rows": (
+        "UPDATE public.orders SET notes = 'bulk' WHERE id IN "
+        "(SELECT id FROM public.orders ORDER BY id LIMIT 100000)",
+        False,
+    ),
+    "20 000 inserts (one statement)": (
+        "INSERT INTO public.orders (dispensary_id, agent_id, total_amount) "
+        "SELECT d.id, d.assigned_agent_id, 10 FROM public.dispensary_profiles d, "
+        "generate_series(1, 20000 / (SELECT count(*) FROM public.dispensary_profiles) + 1) "
+        "LIMIT 20000",
+        False,
+    ),
+    "100 000-row delete": (
+        "DELETE FROM public.orders WHERE id IN (SELECT o.id FROM public.orders o "
+        "WHERE NOT EXISTS (SELECT 1 FROM public.order_items i WHERE i.order_id = o.id) "
+        "LIMIT 100000)",
+        False,
+    ),
+}
+TARGETS = {"bulk": 2.0, "single": 1.6}
+
+
+def _run_workload(engine: Engine, sql: str, commits: bool, triggers: bool) -> float:
+    with engine.connect() as conn:
+        if commits:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        toggle = "ENABLE" if triggers else "DISABLE"
+        conn.execute(text(f"ALTER TABLE public.orders {toggle} TRIGGER USER"))
+        if not commits:
+            conn.commit()
+        elapsed = seconds(lambda: conn.execute(text(sql)))
+        if not commits:
+            conn.rollback()  # every repeat starts from the same table
+        conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
+        if not commits:
+            conn.commit()
+        return elapsed
+
+
+def _delete_fodder(engine: Engine) -> None:
+    """100 000 orders without lines, so the delete measures orders' triggers alone."""
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE public.orders DISABLE TRIGGER USER"))
+        conn.execute(
+            text(
+                "INSERT INTO public.orders (dispensary_id, total_amount, notes) "
+                "SELECT (SELECT id FROM public.dispensary_profiles ORDER BY id LIMIT 1), 0, "
+                "'bench fodder' FROM generate_series(1, 100000)"
+            )
+        )
+        conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
+
+
+def change_tracking(engine: Engine, results: Results) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(TRACKING_SETUP))
+    _delete_fodder(engine)
+    for name, (sql, commits) in WORKLOADS.items():
+        pair = alternate(
+            lambda sql=sql, commits=commits: _run_workload(engine, sql, commits, True),
+            lambda sql=sql, commits=commits: _run_workload(engine, sql, commits, False),
+        )
+        target = TARGETS["bulk"] if "bulk" in name or "delete" in name else TARGETS["single"]
+        results.add(
+            "change tracking",
+            f"{name}: with / without triggers",
+            f"{pair.a:.2f}s / {pair.b:.2f}s = {pair.ratio:.2f}x",
+            f"<= {target}x",
+            pair.ratio <= target,
+        )
+    with engine.begin() as conn:  # the fodder goes, so later queries see the real CRM
+        conn.execute(text("ALTER TABLE public.orders DISABLE TRIGGER USER"))
+        conn.execute(text("DELETE FROM public.orders WHERE notes = 'bench fodder'"))
+        conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
+
+
+# --- 3. RLS overhead ---------------------------------------------------------------------
+
+
+def _subjects(conn: Connection) -> dict[str, object]:
+    agent, dispensary = conn.execute(
+        text(
+            "SELECT d.assigned_agent_id, d.id FROM public.orders o "
+            "JOIN public.dispensary_profiles d ON d.id = o.dispensary_id "
+            "WHERE d.assigned_agent_id IS NOT NULL GROUP BY 1, 2 ORDER BY count(*) DESC LIMIT 1"
+        )
+    ).one()
+    manager = scalar(conn, "SELECT id FROM public.profiles WHERE role = 'manager' LIMIT 1")
+    order = scalar(
+        conn, "SELECT record_id FROM public.change_log WHERE table_name = 'orders' LIMIT 1"
+    ) or scalar(conn, "SELECT id FROM public.orders LIMIT 1")
+    return {"agent": agent, "dispensary": dispensary, "manager": manager, "order": order}
+
+
+QUERIES = {
+    "an agent's dispensaries": (
+        "agent",
+        """
+        SELECT id, name, city FROM public.dispensary_profiles
+        WHERE assigned_agent_id = :agent AND deleted_at IS NULL ORDER BY name""",
+    ),
+    "its open tasks due this week": (
+        "agent",
+        """
+        SELECT id, title, due_date FROM public.tasks
+        WHERE assigned_to = :agent AND status IN ('pending', 'in_progress')
+          AND deleted_at IS NULL AND due_date <= current_date + 7 ORDER BY due_date""",
+    ),
+    "a dispensary's orders with items, last 90 days": (
+        "agent",
+        """
+        SELECT o.id, o.order_date, i.product_id, i.quantity, i.unit_price
+        FROM public.orders o JOIN public.order_items i ON i.order_id = o.id
+        WHERE o.dispensary_id = :dispensary AND o.deleted_at IS NULL
+          AND o.order_date >= current_date - 90""",
+    ),
+    "a manager's monthly revenue per agent": (
+        "manager",
+        """
+        SELECT agent_id, date_trunc('month', order_date) AS month, sum(total_amount)
+        FROM public.orders WHERE deleted_at IS NULL AND order_date >= current_date - 365
+        GROUP BY 1, 2""",
+    ),
+    "a record's change history": (
+        "manager",
+        """
+        SELECT operation, changed_columns, changed_at FROM public.change_log
+        WHERE table_name = 'orders' AND record_id = :order ORDER BY changed_at DESC""",
+    ),
+    "a user's last 50 activities": (
+        "agent",
+        """
+        SELECT activity, resource, created_at FROM public.user_activity_log
+        WHERE user_id = :agent ORDER BY created_at DESC LIMIT 50""",
+    ),
+}
+RLS_RUNS = 40
+
+
+def _timed_as(
+    conn: Connection, role: str, user: object, sql: str, params: dict[str, object]
+) -> float:
+    claims = {"role": role, **({"sub": str(user)} if role == "authenticated" else {})}
+    with conn.begin():
+        conn.execute(
+            text("SELECT set_config('request.jwt.claims', :c, true), set_config('role', :r, true)"),
+            {"c": json.dumps(claims), "r": role},
+        )
+        began = time.perf_counter()
+        conn.execute(text(sql), params).fetchall()
+        return time.perf_counter() - began
+
+
+def rls_overhead(engine: Engine, results: Results) -> None:
+    with engine.connect() as conn:
+        subjects = _subjects(conn)
+        conn.rollback()
+        for name, (who, sql) in QUERIES.items():
+            user = subjects[who]
+            rls, plain = [], []
+            for _ in range(RLS_RUNS):  # alternate, after one warm-up each
+                rls.append(_timed_as(conn, "authenticated", user, sql, subjects))
+                plain.append(_timed_as(conn, "service_role", None, sql, subjects))
+            rls, plain = rls[1:], plain[1:]
+            ratio = statistics.median(rls) / statistics.median(plain)
+            p95 = percentile(rls, 0.95)
+            ok = ratio <= 1.5 and (who != "agent" or p95 <= 0.020)
+            results.add(
+                "RLS",
+                f"{name} ({who}): p50 / p95 / ratio to service_role",
+                f"{ms(statistics.median(rls))} / {ms(p95)} / {ratio:.2f}x",
+                "<= 1.5x" + (", p95 <= 20 ms" if who == "agent" else ""),
+                ok,
+            )
+
+
+# --- 4. activity logging and partition maintenance ----------------------------------------
+
+ACTIVITY_SETUP = """
+CREATE SCHEMA IF NOT EXISTS bench;
+DROP TABLE IF EXISTS bench.activity_plain;
+CREATE TABLE bench.activity_plain (LIKE public.user_activity_log INCLUDING DEFAULTS);
+ALTER TABLE bench.activity_plain ADD PRIMARY KEY (id);
+CREATE OR REPLACE PROCEDURE bench.log_each(n integer, who uuid) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        PERFORM public.log_user_activity(who, 'view', 'order', NULL, '{}');
+        COMMIT;
+    END LOOP;
+END $$;
+CREATE OR REPLACE PROCEDURE bench.insert_each(n integer, who uuid) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        INSERT INTO bench.activity_plain (user_id, activity, resource, metadata)
+        VALUES (who, 'view', 'order', '{}');
+        COMMIT;
+    END LOOP;
+END $$;
+"""
+CALLS = 5000
+
+
+def _calls_per_second(engine: Engine, procedure: str, clients: int, who: object) -> float:
+    def run() -> None:
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(text(f"CALL bench.{procedure}(:n, :w)"), {"n": CALLS, "w": who})
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return clients * CALLS / (time.perf_counter() - began)
+
+
+def activity_logging(engine: Engine, scale: float, results: Results) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(ACTIVITY_SETUP))
+        who = scalar(conn, "SELECT id FROM public.profiles WHERE role = 'agent' LIMIT 1")
+    for clients in (1, 2):
+        rates = alternate(
+            lambda clients=clients: 1 / _calls_per_second(engine, "log_each", clients, who),
+            lambda clients=clients: 1 / _calls_per_second(engine, "insert_each", clients, who),
+        )
+        ratio = (1 / rates.a) / (1 / rates.b)
+        results.add(
+            "activity log",
+            f"log_user_activity vs plain INSERT, {clients} client(s)",
+            f"{1 / rates.a:,.0f} vs {1 / rates.b:,.0f} /s = {ratio:.2f}x",
+            ">= 0.8x",
+            ratio >= 0.8,
+        )
+    with engine.begin() as conn:
+        ensure = seconds(
+            lambda: conn.execute(text("SELECT public.ensure_activity_log_partitions(23)"))
+        )
+        results.add("activity log", "ensure 12 more months ahead", ms(ensure))
+        conn.execute(
+            text(
+                "SELECT public.ensure_activity_log_partitions(0, "
+                "(date_trunc('month', now() AT TIME ZONE 'UTC') - interval '7 months')::date)"
+            )
+        )
+        rows = max(1000, round(1_000_000 * scale))
+        conn.execute(
+            text(
+                "INSERT INTO public.user_activity_log (user_id, activity, created_at) "
+                "SELECT :w, 'view', date_trunc('month', now()) - interval '7 months' "
+                "+ (g % 600000) * interval '1 second' FROM generate_series(1, :n) AS g"
+            ),
+            {"w": who, "n": rows},
+        )
+    with engine.begin() as conn:
+        archive = seconds(
+            lambda: conn.execute(
+                text("SELECT * FROM public.archive_activity_log_partitions('90 days')")
+            ).all()
+        )
+    results.add("activity log", f"archive (detach) a month of {rows:,} rows", ms(archive))
+
+
+# --- 5. storage --------------------------------------------------------------------------
+
+DAY_OF_TRAFFIC = """
+UPDATE public.orders SET notes = 'day ' || id WHERE id IN
+    (SELECT id FROM public.orders ORDER BY md5(id::text) LIMIT (:orders / 200));
+UPDATE public.tasks SET status = 'completed', completed_at = now() WHERE id IN
+    (SELECT id FROM public.tasks WHERE status = 'pending' LIMIT (:orders / 500));
+INSERT INTO public.communications (dispensary_id, agent_id, type, subject)
+    SELECT id, assigned_agent_id, 'call', 'Check-in' FROM public.dispensary_profiles
+    ORDER BY md5(id::text) LIMIT (:orders / 500);
+SELECT count(public.log_user_activity(p.id, 'login', 'system', NULL, '{}'))
+    FROM public.profiles p, generate_series(1, 20);
+"""
+SIZES = """
+SELECT (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(:base)),
+       pg_total_relation_size('public.change_log'),
+       (SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0) FROM pg_inherits i
+         WHERE i.inhparent = 'public.user_activity_log'::regclass),
+       (SELECT count(*) FROM public.change_log),
+       (SELECT count(*) FROM public.user_activity_log)
+"""
+BASE = [
+    "profiles",
+    "dispensary_profiles",
+    "products",
+    "orders",
+    "order_items",
+    "communications",
+    "tasks",
+]
+
+
+def storage(engine: Engine, results: Results) -> None:
+    with engine.begin() as conn:
+        orders = int(scalar(conn, "SELECT count(*) FROM public.orders") or 0)
+        for statement in filter(str.strip, DAY_OF_TRAFFIC.split(";\n")):
+            conn.execute(text(statement), {"orders": orders})
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text("ANALYZE"))
+        base, change, activity, changes, activities = conn.execute(
+            text(SIZES), {"base": BASE}
+        ).one()
+    results.add(
+        "storage", "bytes per change_log row (with indexes)", f"{change / max(changes, 1):,.0f} B"
+    )
+    results.add(
+        "storage",
+        "bytes per activity row (with indexes)",
+        f"{activity / max(activities, 1):,.0f} B",
+    )
+    share = (change + activity) / base
+    results.add(
+        "storage",
+        "audit tables as a share of the base tables",
+        f"{share:.1%}",
+        "seed: +15-25%",
+        share <= 0.25,
+    )
