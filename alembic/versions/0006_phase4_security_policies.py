@@ -115,8 +115,10 @@ CREATE POLICY {table}_delete ON public.{table} FOR DELETE TO authenticated
 """
 
 
-# Order lines follow their order: visible (and writable) exactly when the order is.
-VISIBLE_ORDER = "order_id IN (SELECT o.id FROM public.orders AS o)"
+# Order lines follow their order: visible (and writable) exactly when the order is. EXISTS,
+# not IN: each line looks up its own order by primary key. "order_id IN (SELECT id FROM
+# orders)" would make every query find all the orders the user may see (a full scan).
+VISIBLE_ORDER = "EXISTS (SELECT 1 FROM public.orders AS o WHERE o.id = order_id)"
 ORDER_ITEM_POLICIES = f"""
 CREATE POLICY order_items_select ON public.order_items FOR SELECT TO authenticated
     USING ({can("read", "order")} AND {VISIBLE_ORDER} AND {LIVE});
