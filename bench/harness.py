@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, text
@@ -72,14 +71,6 @@ def alternate(
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
-
-
-@contextmanager
-def connection(engine: Engine, autocommit: bool = False) -> Iterator[Connection]:
-    with engine.connect() as conn:
-        if autocommit:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
-        yield conn
 
 
 def engine_for(url: str) -> Engine:
