@@ -395,7 +395,8 @@ BEGIN
             (table_name, record_id, operation, old_values, changed_by)
         SELECT TG_TABLE_NAME, o.id, 'delete', to_jsonb(o), actor FROM old_rows AS o;
     ELSE
-        -- Each row is turned into jsonb once (MATERIALIZED), then compared key by key.
+        -- Each row is turned into jsonb once (MATERIALIZED); one pass over its keys then
+        -- yields the changed column names and their old and new values together.
         WITH pairs AS MATERIALIZED (
             SELECT o.id, to_jsonb(o) AS old_row, to_jsonb(n) AS new_row
               FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
@@ -403,29 +404,26 @@ BEGIN
         INSERT INTO public.change_log
             (table_name, record_id, operation, old_values, new_values, changed_columns,
              changed_by)
-        SELECT TG_TABLE_NAME, d.id,
+        SELECT TG_TABLE_NAME, p.id,
                CASE
-                   WHEN d.old_row ->> 'deleted_at' IS NULL
-                        AND d.new_row ->> 'deleted_at' IS NOT NULL THEN 'soft_delete'
-                   WHEN d.old_row ->> 'deleted_at' IS NOT NULL
-                        AND d.new_row ->> 'deleted_at' IS NULL THEN 'restore'
+                   WHEN p.old_row ->> 'deleted_at' IS NULL
+                        AND p.new_row ->> 'deleted_at' IS NOT NULL THEN 'soft_delete'
+                   WHEN p.old_row ->> 'deleted_at' IS NOT NULL
+                        AND p.new_row ->> 'deleted_at' IS NULL THEN 'restore'
                    ELSE 'update'
                END::public.change_operation,
-               (SELECT jsonb_object_agg(k, d.old_row -> k) FROM unnest(d.changed) AS k),
-               (SELECT jsonb_object_agg(k, d.new_row -> k) FROM unnest(d.changed) AS k),
-               d.changed, actor
-          FROM (
-            SELECT p.id, p.old_row, p.new_row,
-                   ARRAY(
-                       SELECT e.key FROM jsonb_each(p.new_row) AS e
-                        WHERE e.value IS DISTINCT FROM p.old_row -> e.key
-                          AND e.key NOT IN ('updated_at', 'updated_by', 'version',
-                                            'edit_count', 'last_login_at', 'login_count')
-                        ORDER BY e.key
-                   ) AS changed
-              FROM pairs AS p
-          ) AS d
-         WHERE cardinality(d.changed) > 0;
+               d.old_values, d.new_values, d.changed, actor
+          FROM pairs AS p
+         CROSS JOIN LATERAL (
+            SELECT array_agg(e.key ORDER BY e.key) AS changed,
+                   jsonb_object_agg(e.key, p.old_row -> e.key) AS old_values,
+                   jsonb_object_agg(e.key, e.value) AS new_values
+              FROM jsonb_each(p.new_row) AS e
+             WHERE e.value IS DISTINCT FROM p.old_row -> e.key
+               AND e.key NOT IN ('updated_at', 'updated_by', 'version', 'edit_count',
+                                 'last_login_at', 'login_count')
+         ) AS d
+         WHERE d.changed IS NOT NULL;
     END IF;
     RETURN NULL;
 END
