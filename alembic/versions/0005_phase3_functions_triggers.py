@@ -91,12 +91,19 @@ $fn$;
 -- True when the request comes from a Supabase API user (anon or authenticated) rather than
 -- service_role, the table owner or another direct database session. current_setting('role')
 -- is the role the session switched to, even inside a SECURITY DEFINER function.
+-- PL/pgSQL rather than SQL: a SQL function with a SET clause is never inlined and is planned
+-- afresh on every call, and this one runs on every activity write and permission check; the
+-- early return also skips auth.role() (a second such function) for API sessions.
 CREATE FUNCTION public.request_is_end_user() RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = ''
 AS $fn$
-    SELECT current_setting('role', true) IN ('anon', 'authenticated')
-        OR coalesce(auth.role() IN ('anon', 'authenticated'), false)
+BEGIN
+    IF current_setting('role', true) IN ('anon', 'authenticated') THEN
+        RETURN true;
+    END IF;
+    RETURN coalesce(auth.role() IN ('anon', 'authenticated'), false);
+END
 $fn$;
 """
 
@@ -167,14 +174,13 @@ $fn$;
 """
 
 LOG_USER_ACTIVITY = r"""
--- The client's address as PostgREST passes it on: the first X-Forwarded-For hop, else
+-- The client's address in PostgREST's request headers: the first X-Forwarded-For hop, else
 -- X-Real-IP. A malformed value gives NULL rather than a failed log write.
-CREATE FUNCTION public.request_client_ip() RETURNS inet
-    LANGUAGE plpgsql STABLE
+CREATE FUNCTION public.request_client_ip(headers jsonb) RETURNS inet
+    LANGUAGE plpgsql IMMUTABLE
     SET search_path = ''
 AS $fn$
 DECLARE
-    headers jsonb := nullif(current_setting('request.headers', true), '')::jsonb;
     candidate text;
 BEGIN
     candidate := btrim(split_part(coalesce(headers ->> 'x-forwarded-for',
@@ -203,18 +209,22 @@ CREATE FUNCTION public.log_user_activity(
 AS $fn$
 DECLARE
     target uuid := p_user_id;
+    caller uuid;
+    -- Read and parsed once: the IP and the user agent both come from it.
+    headers constant jsonb := nullif(current_setting('request.headers', true), '')::jsonb;
     new_id uuid;
 BEGIN
     IF p_activity IS NULL THEN
         RAISE EXCEPTION 'activity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     IF public.request_is_end_user() THEN
-        IF auth.uid() IS NULL THEN
+        caller := auth.uid();
+        IF caller IS NULL THEN
             RAISE EXCEPTION 'permission denied: sign in to log activity'
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
-        target := coalesce(p_user_id, auth.uid());
-        IF target <> auth.uid() THEN
+        target := coalesce(p_user_id, caller);
+        IF target <> caller THEN
             RAISE EXCEPTION 'permission denied: you may only log activity for yourself'
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
@@ -228,8 +238,8 @@ BEGIN
         (user_id, activity, resource, resource_id, metadata, ip_address, user_agent)
     VALUES (
         target, p_activity, p_resource, p_resource_id, coalesce(p_metadata, '{}'::jsonb),
-        public.request_client_ip(),
-        nullif(current_setting('request.headers', true), '')::jsonb ->> 'user-agent'
+        CASE WHEN headers IS NOT NULL THEN public.request_client_ip(headers) END,
+        headers ->> 'user-agent'
     )
     RETURNING id INTO new_id;
 
@@ -436,7 +446,7 @@ FUNCTION_SIGNATURES = (
     "public.track_edit()",
     "public.archive_activity_log_partitions(interval, boolean)",
     "public.log_user_activity(uuid, public.activity_type, public.resource_type, uuid, jsonb)",
-    "public.request_client_ip()",
+    "public.request_client_ip(jsonb)",
     "public.current_user_has_permission(public.permission_type, public.resource_type)",
     "public.user_has_permission(uuid, public.permission_type, public.resource_type)",
     "public.request_is_end_user()",
@@ -452,7 +462,7 @@ GRANT EXECUTE ON FUNCTION public.is_admin(), public.request_is_end_user(),
     public.current_user_has_permission(public.permission_type, public.resource_type),
     public.log_user_activity(uuid, public.activity_type, public.resource_type, uuid, jsonb)
     TO authenticated, service_role;
-GRANT EXECUTE ON FUNCTION public.request_client_ip() TO service_role;
+GRANT EXECUTE ON FUNCTION public.request_client_ip(jsonb) TO service_role;
 """
 
 
