@@ -141,7 +141,55 @@ TRIGGER_SETS = {
 }
 
 
-def _run_workload(engine: Engine, sql: str, commits: bool, triggers: str) -> float:
+# The change log's cost taken apart: each step is a stand-in trigger on orders (alone, like
+# "change log only") that does a little more of what log_changes does. Created inside the
+# measured transaction, which is rolled back.
+PROFILE_SETUP = """
+CREATE OR REPLACE FUNCTION bench.noop() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RETURN NULL; END $$;
+CREATE OR REPLACE FUNCTION bench.log_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.change_log (table_name, record_id, operation)
+    VALUES (TG_TABLE_NAME, NEW.id, 'update');
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION bench.log_row_actor() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.change_log (table_name, record_id, operation, changed_by)
+    VALUES (TG_TABLE_NAME, NEW.id, 'update', auth.uid());
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION bench.log_row_actor_json() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.change_log
+        (table_name, record_id, operation, changed_by, old_values, new_values)
+    VALUES (TG_TABLE_NAME, NEW.id, 'update', auth.uid(), to_jsonb(OLD), to_jsonb(NEW));
+    RETURN NULL;
+END $$;
+"""
+PROFILE = {
+    "a statement trigger that only captures the transition tables": (
+        "CREATE TRIGGER bench_profile AFTER UPDATE ON public.orders REFERENCING OLD TABLE AS o "
+        "NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION bench.noop()"
+    ),
+    "+ one bare change_log row per update": (
+        "CREATE TRIGGER bench_profile AFTER UPDATE ON public.orders "
+        "FOR EACH ROW EXECUTE FUNCTION bench.log_row()"
+    ),
+    "+ the actor, auth.uid()": (
+        "CREATE TRIGGER bench_profile AFTER UPDATE ON public.orders "
+        "FOR EACH ROW EXECUTE FUNCTION bench.log_row_actor()"
+    ),
+    "+ old and new row as jsonb (then log_changes adds the diff)": (
+        "CREATE TRIGGER bench_profile AFTER UPDATE ON public.orders "
+        "FOR EACH ROW EXECUTE FUNCTION bench.log_row_actor_json()"
+    ),
+}
+
+
+def _run_workload(
+    engine: Engine, sql: str, commits: bool, triggers: str, extra_trigger: str = ""
+) -> float:
     with engine.connect() as conn:
         if commits:
             conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -150,6 +198,9 @@ def _run_workload(engine: Engine, sql: str, commits: bool, triggers: str) -> flo
             conn.execute(text(f"ALTER TABLE public.orders ENABLE TRIGGER {trigger}"))
         if not commits:
             conn.commit()
+        if extra_trigger:
+            assert not commits, "a profiling trigger lives only in a rolled-back transaction"
+            conn.execute(text(extra_trigger))
         elapsed = seconds(lambda: conn.execute(text(sql)))
         if not commits:
             conn.rollback()  # every repeat starts from the same table
@@ -173,9 +224,23 @@ def _delete_fodder(engine: Engine) -> None:
         conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
 
 
+PROFILED = "20 000 single-row updates in one transaction"
+
+
+def _profile_change_log(engine: Engine, sql: str, results: Results) -> None:
+    """Where the change log's cost per single-row update goes, step by step."""
+    for step, trigger in PROFILE.items():
+        part = alternate(
+            lambda trigger=trigger: _run_workload(engine, sql, False, "none", trigger),
+            lambda: _run_workload(engine, sql, False, "none"),
+        )
+        results.add("change tracking", f"  profile: {step}", f"{part.ratio:.2f}x")
+
+
 def change_tracking(engine: Engine, results: Results) -> None:
     with engine.begin() as conn:
         conn.execute(text(TRACKING_SETUP))
+        conn.execute(text(PROFILE_SETUP))
     _delete_fodder(engine)
     for name, (sql, commits) in WORKLOADS.items():
         pair = alternate(
@@ -199,6 +264,8 @@ def change_tracking(engine: Engine, results: Results) -> None:
                     lambda sql=sql, commits=commits: _run_workload(engine, sql, commits, "none"),
                 )
                 results.add("change tracking", f"  {family}", f"{part.ratio:.2f}x")
+        if name == PROFILED:
+            _profile_change_log(engine, sql, results)
     with engine.begin() as conn:  # the fodder goes, so later queries see the real CRM
         conn.execute(text("ALTER TABLE public.orders DISABLE TRIGGER USER"))
         conn.execute(text("DELETE FROM public.orders WHERE notes = 'bench fodder'"))
@@ -310,8 +377,8 @@ def rls_overhead(engine: Engine, results: Results) -> None:
 ACTIVITY_SETUP = """
 CREATE SCHEMA IF NOT EXISTS bench;
 DROP TABLE IF EXISTS bench.activity_plain;
-CREATE TABLE bench.activity_plain (LIKE public.user_activity_log INCLUDING DEFAULTS);
-ALTER TABLE bench.activity_plain ADD PRIMARY KEY (id);
+-- Same shape: the log's columns, defaults, constraints and all four of its indexes.
+CREATE TABLE bench.activity_plain (LIKE public.user_activity_log INCLUDING ALL);
 CREATE OR REPLACE PROCEDURE bench.log_each(n integer, who uuid) LANGUAGE plpgsql AS $$
 BEGIN
     FOR i IN 1..n LOOP
@@ -329,31 +396,60 @@ BEGIN
 END $$;
 """
 CALLS = 5000
+ONE_CALL = {
+    "function": "PERFORM public.log_user_activity(who, 'view', 'order', NULL, '{}')",
+    "insert": "INSERT INTO bench.activity_plain (user_id, activity, resource, metadata) "
+    "VALUES (who, 'view', 'order', '{}')",
+}
 
 
-def _calls_per_second(engine: Engine, procedure: str, clients: int, who: object) -> float:
-    def run() -> None:
+def pair_us(total: float) -> str:
+    return f"{total / CALLS * 1e6:.1f} us"
+
+
+def _in_one_transaction(engine: Engine, kind: str, who: object) -> float:
+    """CALLS writes inside one rolled-back transaction: their CPU cost without commits."""
+    loop = (
+        f"DO $$ DECLARE who uuid := '{who}'; BEGIN FOR i IN 1..{CALLS} LOOP "
+        f"{ONE_CALL[kind]}; END LOOP; END $$"
+    )
+    with engine.connect() as conn:
+        elapsed = seconds(lambda: conn.execute(text(loop)))
+        conn.rollback()
+        return elapsed
+
+
+def _calls_per_second(engine: Engine, procedure: str, users: list[object]) -> float:
+    """One client per user, each logging for itself as a signed-in user does."""
+
+    def run(who: object) -> None:
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
             conn.execute(text(f"CALL bench.{procedure}(:n, :w)"), {"n": CALLS, "w": who})
 
-    threads = [threading.Thread(target=run) for _ in range(clients)]
+    threads = [threading.Thread(target=run, args=(who,)) for who in users]
     began = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return clients * CALLS / (time.perf_counter() - began)
+    return len(users) * CALLS / (time.perf_counter() - began)
 
 
 def activity_logging(engine: Engine, scale: float, results: Results) -> None:
     with engine.begin() as conn:
         conn.execute(text(ACTIVITY_SETUP))
-        who = scalar(conn, "SELECT id FROM public.profiles WHERE role = 'agent' LIMIT 1")
+        agents = list(
+            conn.execute(text("SELECT id FROM public.profiles WHERE role = 'agent' LIMIT 2"))
+            .scalars()
+            .all()
+        )
+    who = agents[0]
     for clients in (1, 2):
+        users = agents[:clients]
         rates = alternate(
-            lambda clients=clients: 1 / _calls_per_second(engine, "log_each", clients, who),
-            lambda clients=clients: 1 / _calls_per_second(engine, "insert_each", clients, who),
+            lambda users=users: 1 / _calls_per_second(engine, "log_each", users),
+            lambda users=users: 1 / _calls_per_second(engine, "insert_each", users),
         )
         ratio = (1 / rates.a) / (1 / rates.b)
         results.add(
@@ -363,6 +459,15 @@ def activity_logging(engine: Engine, scale: float, results: Results) -> None:
             ">= 0.8x",
             ratio >= 0.8,
         )
+    cpu = alternate(
+        lambda: _in_one_transaction(engine, "function", who),
+        lambda: _in_one_transaction(engine, "insert", who),
+    )
+    results.add(
+        "activity log",
+        f"  CPU per call, {CALLS:,} in one transaction (no commit): function / insert",
+        f"{pair_us(cpu.a)} / {pair_us(cpu.b)} = {cpu.ratio:.2f}x",
+    )
     with engine.begin() as conn:
         ensure = seconds(
             lambda: conn.execute(text("SELECT public.ensure_activity_log_partitions(23)"))
