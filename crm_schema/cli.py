@@ -456,9 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except DBAPIError as exc:
         # Each revision runs in its own transaction: the failing one was rolled back.
+        migrating = args.func in (cmd_upgrade, cmd_downgrade, cmd_rollback, cmd_demo)
+        rolled_back = " (a migration in progress was rolled back)" if migrating else ""
         print(
-            "crm-schema: error: the database refused a statement (a migration in progress "
-            f"was rolled back): {first_line(exc)}",
+            f"crm-schema: error: the database refused a statement{rolled_back}: {first_line(exc)}",
             file=sys.stderr,
         )
         return EXIT_ERROR

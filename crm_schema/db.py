@@ -11,7 +11,7 @@ import os
 
 from sqlalchemy import Connection, Engine, create_engine, pool, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 MIN_SERVER_VERSION_NUM = 150000  # Supabase runs PostgreSQL 15; older servers lack what we use.
 URL_ENV_VAR = "DATABASE_URL"
@@ -82,7 +82,7 @@ def connect_checked(engine: Engine) -> Connection:
     """Open a connection and run :func:`check_server`, turning failures into one clear line."""
     try:
         connection = engine.connect()
-    except OperationalError as exc:
+    except DBAPIError as exc:  # refused, unreachable, or a bad option in the URL
         raise DatabaseError(
             f"cannot connect to {redact(engine.url)}: {first_line(exc)} "
             "(check the host, port, user, password and database name in DATABASE_URL)"

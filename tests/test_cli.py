@@ -97,6 +97,11 @@ def test_no_database_url() -> None:
             "cannot connect to postgresql://postgres@127.0.0.1:1/crm",
         ),
         ("not a url", "not a database URL"),
+        (
+            "postgresql://postgres@127.0.0.1:1/crm?connect_timeout=soon",
+            "cannot connect to postgresql://postgres@127.0.0.1:1/crm?connect_timeout=soon: "
+            "bad value for connect_timeout",
+        ),
         ("mysql://root@localhost/crm", "only supports PostgreSQL"),
     ],
 )
