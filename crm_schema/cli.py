@@ -31,6 +31,7 @@ from crm_schema.db import (
     url_from_env,
 )
 from crm_schema.runbook import offline, partitions, preflight, rollback, stats, verify
+from crm_schema.runbook.baseline import BASELINE_COLUMNS
 from crm_schema.runbook.migration_log import (
     MigrationLogEntry,
     executed_by,
@@ -42,11 +43,13 @@ from crm_schema.runbook.report import (
     EXIT_FAILED,
     EXIT_PASS,
     Report,
+    Status,
     render_json,
     render_text,
 )
 
 DEMO_DATABASE = "crm_demo"
+BASELINE = migrations.BASELINE_REVISION
 
 
 class UsageError(Exception):
@@ -65,6 +68,67 @@ def _url(args: argparse.Namespace) -> str:
 
 def _connect(args: argparse.Namespace) -> Connection:
     return connect_checked(make_engine(_url(args)))
+
+
+def _revision_ids() -> list[str]:
+    return [s.revision for s in migrations.revisions_in_order()]
+
+
+def _known_revision(url: str) -> str | None:
+    """The database's revision (None: not migrated); refuses one this package does not know."""
+    current = migrations.current_revision(url)
+    if current is not None and current not in _revision_ids():
+        raise UsageError(
+            f"the database is at {current}, not a revision of this package (migrated by a "
+            "newer crm-schema?): nothing was changed"
+        )
+    return current
+
+
+def _require_revision(url: str, needed: str, command: str) -> None:
+    """Refuse to run ``command`` on a database that lacks what revision ``needed`` creates."""
+    ids = _revision_ids()
+    current = _known_revision(url)
+    if current is None or ids.index(current) < ids.index(needed):
+        raise UsageError(
+            f"the database is at {current or 'base (not migrated)'}: `crm-schema {command}` "
+            f"needs {needed} or later; run `crm-schema upgrade` first"
+        )
+
+
+def _check_upgrade_start(connection: Connection, url: str, target: str) -> None:
+    """Refuse, before anything is written, an upgrade that would fail half-way or build the
+    CRM beside someone else's tables: an unknown target or revision, or a database without an
+    Alembic revision whose ``public`` schema is not empty."""
+    try:
+        migrations.script_directory().get_revision(target)
+    except CommandError as exc:
+        raise UsageError(
+            f"unknown target revision {target!r}: `crm-schema history` lists them"
+        ) from exc
+    if _known_revision(url) is not None:
+        return
+    tables = list(
+        connection.execute(
+            text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version' ORDER BY 1"
+            )
+        ).scalars()
+    )
+    connection.rollback()
+    if set(tables) & set(BASELINE_COLUMNS):
+        raise UsageError(
+            "the CRM's baseline tables are here but Alembic has no record of them: check them "
+            f"with `crm-schema preflight`, adopt them with `alembic stamp {BASELINE}`, then "
+            "upgrade; nothing was changed"
+        )
+    if tables:
+        raise UsageError(
+            f"the database is not empty and not the CRM ({len(tables)} table(s) in public, "
+            f"e.g. {tables[0]}): point DATABASE_URL at the CRM's database or an empty one; "
+            "nothing was changed"
+        )
 
 
 def _show(report: Report, args: argparse.Namespace) -> int:
@@ -112,6 +176,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     url = _url(args)
     quiet = _quiet(args)
     with _connect(args) as connection:
+        _check_upgrade_start(connection, url, args.to)
         entry = MigrationLogEntry(
             started_at=dt.datetime.now(dt.UTC).astimezone(),
             executed_by=executed_by(connection),
@@ -140,19 +205,25 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         entry.issues += [f"verification: {c.name}: {c.actual}" for c in report.failures]
     entry.finished_at = dt.datetime.now(dt.UTC).astimezone()
     entry.notes = args.notes or entry.notes
-    _record(args, entry, quiet)
+    path = _record(args, entry, quiet)
     if failure is not None:
         raise failure
-    return EXIT_PASS if report is None else _show(report, args)
+    if report is None:
+        return EXIT_PASS
+    if quiet:  # the JSON report carries what the text output printed along the way
+        report.tables["Revisions"] = entry.phases
+        report.notes.append(f"Migration log written to {path}")
+    return _show(report, args)
 
 
-def _record(args: argparse.Namespace, entry: MigrationLogEntry, quiet: bool) -> None:
+def _record(args: argparse.Namespace, entry: MigrationLogEntry, quiet: bool) -> Path:
     path = write_file(entry, Path(args.log_dir))
     with _connect(args) as connection:
         stored = write_row(connection, entry)
     if not quiet:
         where = " and in public.migration_log" if stored else ""
         print(f"Migration log written to {path}{where}")
+    return path
 
 
 def cmd_downgrade(args: argparse.Namespace) -> int:
@@ -193,25 +264,26 @@ def _connect_any_version(args: argparse.Namespace) -> Connection:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    _known_revision(_url(args))
     with _connect(args) as connection:
         return _show(verify.run(connection, args.admin_email), args)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     url = _url(args)
-    current = migrations.current_revision(url)
-    known = [s.revision for s in migrations.revisions_in_order()]
-    if current not in known:
-        raise UsageError(
-            f"the database is at {current or 'base'}, not a revision of this "
-            "package: nothing this command can roll back"
-        )
-    if known.index(current) <= known.index(migrations.BASELINE_REVISION):
-        print(f"Already at {current}: nothing to roll back")
-        return EXIT_PASS
+    current = _known_revision(url)
+    known = _revision_ids()
+    if current is None or known.index(current) <= known.index(BASELINE):
+        done = Report("Rollback", notes=[f"Already at {current or 'base'}: nothing to roll back"])
+        return _show(done, args)
     with _connect(args) as connection:
         lost = rollback.discarded(connection)
         connection.rollback()
+    if lost and not args.yes and _quiet(args):
+        refused = Report("Rollback refused: run again with --yes to discard this data")
+        for kind, count in lost.items():
+            refused.add(f"would discard {kind}", False, expected=0, actual=count)
+        return _show(refused, args)
     if lost and not args.yes:
         print("Refusing to roll back: it would discard", file=sys.stderr)
         for kind, count in lost.items():
@@ -219,9 +291,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print("Take a backup of these, then run again with --yes.", file=sys.stderr)
         return EXIT_FAILED
     if not _quiet(args):
-        print(f"Rolling back {redact(url)} from {current} to {migrations.BASELINE_REVISION}")
+        print(f"Rolling back {redact(url)} from {current} to {BASELINE}")
     began = time.perf_counter()
-    migrations.downgrade(url, migrations.BASELINE_REVISION)
+    migrations.downgrade(url, BASELINE)
     with _connect(args) as connection:
         report = rollback.verify_rolled_back(connection)
     report.notes.append(f"Rolled back in {time.perf_counter() - began:.2f}s.")
@@ -234,24 +306,44 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+# The revision that creates the database function each partitions action calls.
+PARTITIONS_NEED = {
+    "ensure": "0004_phase2_indexes_constraints",
+    "archive": "0005_phase3_functions_triggers",
+    "schedule": "0005_phase3_functions_triggers",
+}
+
+
 def cmd_partitions(args: argparse.Namespace) -> int:
     if args.action == "schedule":
-        print(partitions.SCHEDULE_SQL, end="")
-        if not args.apply:
-            return EXIT_PASS
+        return _schedule(args)
+    _require_revision(_url(args), PARTITIONS_NEED[args.action], f"partitions {args.action}")
     with _connect(args) as connection:
         if args.action == "ensure":
             return _show(partitions.ensure(connection, args.months_ahead), args)
-        if args.action == "archive":
-            return _show(partitions.archive(connection, args.older_than, args.drop), args)
-        if not partitions.pg_cron_installed(connection):
-            raise UsageError(
-                "pg_cron is not installed in this database: run the SQL above "
-                "where it is, or schedule `crm-schema partitions ...` with cron"
-            )
-        connection.execute(text(partitions.SCHEDULE_SQL))
-        connection.commit()
-        print("scheduled")
+        return _show(partitions.archive(connection, args.older_than, args.drop), args)
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    quiet = _quiet(args)
+    report = Report("pg_cron schedule", notes=[partitions.SCHEDULE_SQL])
+    if not quiet:
+        print(partitions.SCHEDULE_SQL, end="")
+    if args.apply:
+        _require_revision(_url(args), PARTITIONS_NEED["schedule"], "partitions schedule")
+        with _connect(args) as connection:
+            if not partitions.pg_cron_installed(connection):
+                raise UsageError(
+                    "pg_cron is not installed in this database: run the SQL above "
+                    "where it is, or schedule `crm-schema partitions ...` with cron"
+                )
+            connection.execute(text(partitions.SCHEDULE_SQL))
+            connection.commit()
+        report.note("scheduled", Status.PASS, "both jobs, monthly")
+        if not quiet:
+            print("scheduled")
+    if quiet:
+        render_json(report, sys.stdout)
     return EXIT_PASS
 
 
@@ -273,6 +365,7 @@ def cmd_seed_data(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    _require_revision(_url(args), "0003_phase1_schema_structure", "stats")
     with _connect(args) as connection:
         return _show(stats.run(connection), args)
 

@@ -121,6 +121,9 @@ def test_preflight_unknown_revision(baseline: Engine) -> None:
     assert check(data, "Alembic revision")["status"] == "FAIL"
     line = one_error_line(crm("upgrade", "--url", url_text(baseline.url)))
     assert "0099_from_the_future" in line
+    for command_ in ("verify", "stats", "rollback"):
+        line = one_error_line(crm(command_, "--url", url_text(baseline.url)))
+        assert "at 0099_from_the_future, not a revision of this package" in line
 
 
 def test_preflight_on_an_empty_database(empty_db_url: URL) -> None:
@@ -130,6 +133,60 @@ def test_preflight_on_an_empty_database(empty_db_url: URL) -> None:
 
 
 # --- upgrade, verify --------------------------------------------------------------------
+
+
+def _refused_upgrade(engine: Engine, tmp_path: Path, *args: str) -> str:
+    """Run an upgrade that must be refused; prove it changed nothing and logged nothing."""
+    with engine.connect() as connection:
+        before = catalog.snapshot(connection), catalog.table_rows(connection)
+    line = one_error_line(
+        crm("upgrade", "--url", url_text(engine.url), "--log-dir", str(tmp_path), *args)
+    )
+    with engine.connect() as connection:
+        assert catalog.diff(before[0], catalog.snapshot(connection)) == ""
+        assert catalog.table_rows(connection) == before[1]
+    assert list(tmp_path.iterdir()) == []
+    return line
+
+
+def test_upgrade_refuses_an_unstamped_baseline(baseline: Engine, tmp_path: Path) -> None:
+    # The production case before adoption: revision 0001 would run, then 0002 would fail.
+    with baseline.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
+    line = _refused_upgrade(baseline, tmp_path)
+    assert "alembic stamp 0002_crm_baseline" in line
+
+
+def test_upgrade_refuses_a_database_that_is_not_the_crm(
+    empty_db_url: URL, make_engine: Any, tmp_path: Path
+) -> None:
+    engine = make_engine(empty_db_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE invoices (id int PRIMARY KEY)"))
+    line = _refused_upgrade(engine, tmp_path)
+    assert "not empty and not the CRM (1 table(s) in public, e.g. invoices)" in line
+
+
+def test_upgrade_refuses_an_unknown_target(baseline: Engine, tmp_path: Path) -> None:
+    line = _refused_upgrade(baseline, tmp_path, "--to", "0042_nope")
+    assert "unknown target revision '0042_nope'" in line
+
+
+def test_upgrade_json_lists_the_revisions_and_the_log(baseline: Engine, tmp_path: Path) -> None:
+    code, data = report("upgrade", "--url", url_text(baseline.url), "--log-dir", str(tmp_path))
+    assert code == 0
+    assert [p["revision"] for p in data["tables"]["Revisions"]] == [
+        s.revision for s in migrations.revisions_in_order()[2:]
+    ]
+    assert data["notes"] == [f"Migration log written to {next(tmp_path.glob('*.txt'))}"]
+
+
+def test_commands_that_need_the_enhanced_schema_say_so(baseline: Engine) -> None:
+    url = url_text(baseline.url)
+    for args in (("stats",), ("partitions", "ensure"), ("partitions", "archive")):
+        line = one_error_line(crm(*args, "--url", url))
+        assert f"at {BASELINE}: `crm-schema {' '.join(args)}` needs" in line
+        assert line.endswith("run `crm-schema upgrade` first")
 
 
 def test_upgrade_fills_in_the_migration_log(baseline: Engine, tmp_path: Path) -> None:
@@ -234,6 +291,10 @@ def test_rollback_refuses_to_discard_data_without_yes(baseline: Engine) -> None:
     assert refused.returncode == 1
     assert "1  soft-deleted orders" in refused.stderr
     assert "1  user permission overrides" in refused.stderr
+    code, data = report("rollback", "--url", url)
+    assert code == 1
+    assert check(data, "would discard soft-deleted orders")["actual"] == "1"
+    assert check(data, "would discard user permission overrides")["actual"] == "1"
     assert migrations.current_revision(baseline.url) == HEAD
     code, data = report("rollback", "--url", url, "--yes")
     assert code == 0
@@ -254,6 +315,8 @@ def test_rollback_at_the_baseline_is_a_no_op(baseline: Engine) -> None:
     result = crm("rollback", "--url", url_text(baseline.url))
     assert result.returncode == 0
     assert "nothing to roll back" in result.stdout
+    code, data = report("rollback", "--url", url_text(baseline.url))
+    assert (code, data["notes"]) == (0, [f"Already at {BASELINE}: nothing to roll back"])
 
 
 # --- offline SQL ------------------------------------------------------------------------
@@ -306,6 +369,8 @@ def test_partitions_schedule_prints_pg_cron_sql(db_url: URL) -> None:
     printed = crm("partitions", "schedule")
     assert printed.returncode == 0
     assert "cron.schedule('crm-activity-partitions-ensure'" in printed.stdout
+    code, data = report("partitions", "schedule")
+    assert (code, data["notes"]) == (0, [printed.stdout])
     assert "not installed" in one_error_line(
         crm("partitions", "schedule", "--apply", "--url", url_text(db_url))
     )
