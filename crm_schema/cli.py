@@ -177,6 +177,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     quiet = _quiet(args)
     with _connect(args) as connection:
         _check_upgrade_start(connection, url, args.to)
+        # A log folder that cannot be written fails now, not after the migration has run.
+        Path(args.log_dir).mkdir(parents=True, exist_ok=True)
         entry = MigrationLogEntry(
             started_at=dt.datetime.now(dt.UTC).astimezone(),
             executed_by=executed_by(connection),
@@ -301,7 +303,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    for path in offline.write(Path(args.out)):
+    written = offline.write(Path(args.out))
+    if _quiet(args):
+        files = [{"file": str(path)} for path in written]
+        render_json(Report("SQL files", tables={"Written": files}), sys.stdout)
+        return EXIT_PASS
+    for path in written:
         print(f"wrote {path}")
     return EXIT_PASS
 
@@ -497,7 +504,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="discard the enhancement's data")
 
     p = _add(
-        sub, "sql", "write the seed's two SQL files (upgrade and rollback)", cmd_sql, url=False
+        sub,
+        "sql",
+        "write the seed's two SQL files (upgrade and rollback)",
+        cmd_sql,
+        url=False,
+        json=True,
     )
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the .sql files")
 
@@ -546,6 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except (UsageError, DatabaseError, CommandError) as exc:
         print(f"crm-schema: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # a folder given by --out or --log-dir that cannot be written
+        print(f"crm-schema: error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_ERROR
     except DBAPIError as exc:
         # Each revision runs in its own transaction: the failing one was rolled back.

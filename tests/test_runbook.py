@@ -172,6 +172,17 @@ def test_upgrade_refuses_an_unknown_target(baseline: Engine, tmp_path: Path) -> 
     assert "unknown target revision '0042_nope'" in line
 
 
+def test_unwritable_output_folders_are_refused_up_front(baseline: Engine, tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    unused = tmp_path / "unused"
+    unused.mkdir()
+    line = _refused_upgrade(baseline, unused, "--log-dir", str(not_a_folder / "x"))
+    assert line.endswith(f"cannot write {not_a_folder / 'x'}: Not a directory")
+    line = one_error_line(crm("sql", "--out", str(not_a_folder / "sql")))
+    assert line.endswith(f"cannot write {not_a_folder / 'sql'}: Not a directory")
+
+
 def test_upgrade_json_lists_the_revisions_and_the_log(baseline: Engine, tmp_path: Path) -> None:
     code, data = report("upgrade", "--url", url_text(baseline.url), "--log-dir", str(tmp_path))
     assert code == 0
@@ -240,8 +251,16 @@ def test_migration_log_is_for_admins_only(baseline: Engine) -> None:
 
 def test_verify_passes_then_catches_a_table_without_rls(baseline: Engine) -> None:
     command.upgrade(migrations.make_config(baseline.url), "head")
+    with baseline.begin() as connection:
+        connection.execute(
+            text("SELECT log_user_activity(:a, 'login', 'system', NULL, '{}')"),
+            {"a": sample_data.ADMIN},
+        )
+        connection.execute(text("ANALYZE user_activity_log"))
     code, data = report("verify", "--url", url_text(baseline.url))
     assert code == 0, [c for c in data["checks"] if c["status"] == "FAIL"]
+    usage = data["tables"]["Index usage (seed query)"]  # the seed's pg_stats query, verbatim
+    assert {(r["tablename"], r["attname"]) for r in usage} >= {("user_activity_log", "user_id")}
     with baseline.begin() as connection:
         connection.execute(text("ALTER TABLE orders DISABLE ROW LEVEL SECURITY"))
     code, data = report("verify", "--url", url_text(baseline.url))
@@ -325,10 +344,11 @@ def test_rollback_at_the_baseline_is_a_no_op(baseline: Engine) -> None:
 def test_sql_files_upgrade_and_roll_back_with_psql(
     baseline: Engine, db_url: URL, make_engine: Any, tmp_path: Path
 ) -> None:
-    result = crm("sql", "--out", str(tmp_path))
-    assert result.returncode == 0, result.stderr
+    code, data = report("sql", "--out", str(tmp_path))
+    assert code == 0
     upgrade_sql = tmp_path / "enhanced-schema-migration.sql"
     rollback_sql = tmp_path / "rollback-enhanced-schema.sql"
+    assert data["tables"]["Written"] == [{"file": str(upgrade_sql)}, {"file": str(rollback_sql)}]
     with baseline.connect() as connection:
         at_baseline = catalog.snapshot(connection)
     applied = psql_file(baseline.url, upgrade_sql)
