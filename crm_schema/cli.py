@@ -205,6 +205,14 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
             report = verify.run(connection, args.admin_email)
         entry.verification_status = "FAIL" if report.failures else "PASS"
         entry.issues += [f"verification: {c.name}: {c.actual}" for c in report.failures]
+    # The seed's runbook: an emergency rollback if issues arise. A run that stopped part-way
+    # or failed verification left the database short of a verified target.
+    entry.rollback_required = failure is not None or entry.verification_status == "FAIL"
+    if entry.rollback_required:
+        entry.issues.append(
+            f"the database is at {entry.to_revision or 'base'}, not a verified {args.to}: "
+            "roll back with `crm-schema rollback`, or fix the cause and upgrade again"
+        )
     entry.finished_at = dt.datetime.now(dt.UTC).astimezone()
     entry.notes = args.notes or entry.notes
     path = _record(args, entry, quiet)

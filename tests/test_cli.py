@@ -168,16 +168,27 @@ def test_alembic_from_repo_root_up_and_down(empty_db_url: URL) -> None:
 
 
 def test_lock_timeout_fails_cleanly_instead_of_queueing(
-    empty_db_url: URL, empty_engine: Engine
+    empty_db_url: URL, empty_engine: Engine, tmp_path: Path
 ) -> None:
     command.upgrade(migrations.make_config(empty_db_url), "0001_supabase_compat")
     with empty_engine.connect() as blocker:
         # A long-running transaction holding a lock the baseline needs (its FK to auth.users).
         blocker.execute(text("LOCK TABLE auth.users IN ACCESS EXCLUSIVE MODE"))
-        result = crm("upgrade", "--url", url_text(empty_db_url), CRM_LOCK_TIMEOUT="300ms")
+        result = crm(
+            "upgrade",
+            "--url",
+            url_text(empty_db_url),
+            "--log-dir",
+            str(tmp_path),
+            CRM_LOCK_TIMEOUT="300ms",
+        )
         blocker.rollback()
     assert "lock timeout" in one_error_line(result)
     assert migrations.current_revision(empty_db_url) == "0001_supabase_compat"
+    # The migration log says the run stopped short and that the runbook's rollback applies.
+    text_log = next(tmp_path.glob("migration-*.txt")).read_text()
+    assert "Rollback Required: [X] YES [ ] NO" in text_log
+    assert "the database is at 0001_supabase_compat, not a verified head" in text_log
 
 
 def test_bad_lock_timeout_value_is_refused(empty_db_url: URL, empty_engine: Engine) -> None:

@@ -175,16 +175,18 @@ def test_expired_overrides_stop_applying(bare: Connection) -> None:
 def test_grant_expires_without_anyone_touching_it(engine: Engine) -> None:
     with engine.begin() as connection:
         s.load(connection)
-        connection.execute(
+        # A few seconds of validity, so a loaded machine cannot expire it before the check.
+        left = connection.execute(
             text(
                 "INSERT INTO user_permissions (user_id, permission, resource, expires_at) "
-                "VALUES (:u, 'export', 'report', clock_timestamp() + interval '1 second')"
+                "VALUES (:u, 'export', 'report', clock_timestamp() + interval '3 seconds') "
+                "RETURNING extract(epoch FROM expires_at - clock_timestamp())"
             ),
             {"u": s.AGENT_A},
-        )
+        ).scalar_one()
     with engine.connect() as connection:
         assert has(connection, s.AGENT_A, "export", "report") is True
-    time.sleep(1.2)  # waiting for the expiry, not measuring anything
+    time.sleep(float(left) + 0.2)  # waiting for the expiry, not measuring anything
     with engine.connect() as connection:
         assert has(connection, s.AGENT_A, "export", "report") is False
 
