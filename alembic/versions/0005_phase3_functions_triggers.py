@@ -71,29 +71,34 @@ AS $fn$
 $fn$;
 """
 
+# The helpers below are PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined,
+# and before PostgreSQL 18 it is parsed and planned again on every call, while PL/pgSQL keeps
+# its plans for the session. Policies call them on every request (Supabase runs 15).
 HELPERS = r"""
 -- A user who is inactive or soft-deleted has no role, and so no staff access.
 CREATE OR REPLACE FUNCTION public.current_user_role() RETURNS public.user_role
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = ''
 AS $fn$
-    SELECT p.role FROM public.profiles AS p
-    WHERE p.id = auth.uid() AND p.is_active AND p.deleted_at IS NULL
+BEGIN
+    RETURN (SELECT p.role FROM public.profiles AS p
+             WHERE p.id = auth.uid() AND p.is_active AND p.deleted_at IS NULL);
+END
 $fn$;
 
 CREATE FUNCTION public.is_admin() RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = ''
 AS $fn$
-    SELECT coalesce(public.current_user_role() = 'admin', false)
+BEGIN
+    RETURN coalesce(public.current_user_role() = 'admin', false);
+END
 $fn$;
 
 -- True when the request comes from a Supabase API user (anon or authenticated) rather than
 -- service_role, the table owner or another direct database session. current_setting('role')
 -- is the role the session switched to, even inside a SECURITY DEFINER function.
--- PL/pgSQL rather than SQL: a SQL function with a SET clause is never inlined and is planned
--- afresh on every call, and this one runs on every activity write and permission check; the
--- early return also skips auth.role() (a second such function) for API sessions.
+-- The early return skips auth.role() for API sessions.
 CREATE FUNCTION public.request_is_end_user() RETURNS boolean
     LANGUAGE plpgsql STABLE
     SET search_path = ''
@@ -166,10 +171,12 @@ CREATE FUNCTION public.current_user_has_permission(
     p_permission public.permission_type,
     p_resource public.resource_type
 ) RETURNS boolean
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = ''
 AS $fn$
-    SELECT public.user_has_permission(auth.uid(), p_permission, p_resource)
+BEGIN
+    RETURN public.user_has_permission(auth.uid(), p_permission, p_resource);
+END
 $fn$;
 """
 
