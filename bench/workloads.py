@@ -310,19 +310,30 @@ def change_tracking(engine: Engine, results: Results) -> None:
 # --- 3. RLS overhead ---------------------------------------------------------------------
 
 
+# Dispensaries with an agent, by their number of orders: the biggest is the worst case the
+# agent queries are measured on; the median one is what a typical agent screen shows.
+BY_ORDERS = """
+SELECT d.assigned_agent_id, d.id, count(*) FROM public.orders o
+  JOIN public.dispensary_profiles d ON d.id = o.dispensary_id
+ WHERE d.assigned_agent_id IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC, 2"""
+
+
 def _subjects(conn: Connection) -> dict[str, object]:
-    agent, dispensary = conn.execute(
-        text(
-            "SELECT d.assigned_agent_id, d.id FROM public.orders o "
-            "JOIN public.dispensary_profiles d ON d.id = o.dispensary_id "
-            "WHERE d.assigned_agent_id IS NOT NULL GROUP BY 1, 2 ORDER BY count(*) DESC LIMIT 1"
-        )
-    ).one()
+    ranked = conn.execute(text(BY_ORDERS)).all()
+    agent, dispensary, _ = ranked[0]
+    typical_agent, typical_dispensary, _ = ranked[len(ranked) // 2]
     manager = scalar(conn, "SELECT id FROM public.profiles WHERE role = 'manager' LIMIT 1")
     order = scalar(
         conn, "SELECT record_id FROM public.change_log WHERE table_name = 'orders' LIMIT 1"
     ) or scalar(conn, "SELECT id FROM public.orders LIMIT 1")
-    return {"agent": agent, "dispensary": dispensary, "manager": manager, "order": order}
+    return {
+        "agent": agent,
+        "dispensary": dispensary,
+        "typical agent": typical_agent,
+        "typical_dispensary": typical_dispensary,
+        "manager": manager,
+        "order": order,
+    }
 
 
 QUERIES = {
@@ -339,12 +350,20 @@ QUERIES = {
         WHERE assigned_to = :agent AND status IN ('pending', 'in_progress')
           AND deleted_at IS NULL AND due_date <= current_date + 7 ORDER BY due_date""",
     ),
-    "a dispensary's orders with items, last 90 days": (
+    "the biggest dispensary's orders with items, last 90 days": (
         "agent",
         """
         SELECT o.id, o.order_date, i.product_id, i.quantity, i.unit_price
         FROM public.orders o JOIN public.order_items i ON i.order_id = o.id
         WHERE o.dispensary_id = :dispensary AND o.deleted_at IS NULL
+          AND o.order_date >= current_date - 90""",
+    ),
+    "a typical dispensary's orders with items, last 90 days": (
+        "typical agent",
+        """
+        SELECT o.id, o.order_date, i.product_id, i.quantity, i.unit_price
+        FROM public.orders o JOIN public.order_items i ON i.order_id = o.id
+        WHERE o.dispensary_id = :typical_dispensary AND o.deleted_at IS NULL
           AND o.order_date >= current_date - 90""",
     ),
     "a manager's monthly revenue per agent": (
@@ -397,12 +416,13 @@ def rls_overhead(engine: Engine, results: Results) -> None:
             rls, plain = rls[1:], plain[1:]
             ratio = statistics.median(rls) / statistics.median(plain)
             p95 = percentile(rls, 0.95)
-            ok = ratio <= 1.5 and (who != "agent" or p95 <= 0.020)
+            is_agent = who.endswith("agent")
+            ok = ratio <= 1.5 and (not is_agent or p95 <= 0.020)
             results.add(
                 "RLS",
                 f"{name} ({who}): p50 / p95 / ratio to service_role",
                 f"{ms(statistics.median(rls))} / {ms(p95)} / {ratio:.2f}x",
-                "<= 1.5x" + (", p95 <= 20 ms" if who == "agent" else ""),
+                "<= 1.5x" + (", p95 <= 20 ms" if is_agent else ""),
                 ok,
             )
 
