@@ -376,6 +376,26 @@ def test_escalation_attempt_fails_and_changes_nothing(world: Connection, attempt
     assert _snapshot(world) == before
 
 
+@pytest.mark.parametrize("table", ["orders", "communications"])
+@pytest.mark.parametrize(
+    "change",
+    [f"dispensary_id = '{s.DISPENSARY_B}'", f"agent_id = '{s.AGENT_B}'"],
+    ids=["to_dispensary_b", "to_agent_b"],
+)
+def test_agent_cannot_move_its_rows_to_another_territory(
+    world: Connection, table: str, change: str
+) -> None:
+    """Agent A's own order or call, at its own dispensary: it may edit it, but not hand it to
+    agent B or to agent B's dispensary (the baseline's rule for orders)."""
+    act_as(world, s.AGENT_A)
+    mine = "WHERE agent_id = :me AND dispensary_id = :disp"
+    content = {"orders": "notes", "communications": "subject"}[table]
+    edit = f"UPDATE {table} SET {content} = 'checked' {mine}"
+    assert _refused(world, edit, me=s.AGENT_A, disp=s.DISPENSARY_A) == ""
+    move = f"UPDATE {table} SET {change} {mine}"
+    assert "row-level security" in _refused(world, move, me=s.AGENT_A, disp=s.DISPENSARY_A)
+
+
 def test_permission_manager_cannot_raise_own_rights(world: Connection) -> None:
     """Even a holder of manage on permissions cannot grant itself or edit its own role."""
     world.execute(

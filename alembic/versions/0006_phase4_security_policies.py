@@ -11,6 +11,7 @@ How a CRM table's policies read (one permissive policy per table and command):
   ``deleted_at``, needs ``delete``), from the role defaults or a user override;
 - the row must be in the user's scope: admins and managers reach every row (as in the
   baseline), agents the rows they own or that hang off the dispensaries assigned to them;
+  an updated row must still be one the user could insert (tasks: or is assigned to);
 - soft-deleted rows are invisible to everyone but admins, who can restore them (the
   deleter still sees the row until the end of the deleting transaction, because
   PostgreSQL checks an updated row against the SELECT policies too);
@@ -102,6 +103,10 @@ def _crm_policies(table: str) -> str:
         can("update", resource) if owner is None else f"({can('update', resource)} OR {owner})"
     )
     soft_delete_ok = f"(deleted_at IS NULL OR {can('delete', resource)})"
+    # An updated row must be one the user could have inserted, so an agent cannot hand an
+    # order or communication to another agent or dispensary (the baseline's rule for orders;
+    # communications now follow it too). Tasks are the exception: their assignee updates them.
+    check_scope = scope if table == "tasks" else insert_scope
     return f"""
 CREATE POLICY {table}_select ON public.{table} FOR SELECT TO authenticated
     USING ({read_ok} AND {scope} AND {LIVE});
@@ -109,7 +114,7 @@ CREATE POLICY {table}_insert ON public.{table} FOR INSERT TO authenticated
     WITH CHECK ({can("create", resource)} AND {insert_scope} AND deleted_at IS NULL);
 CREATE POLICY {table}_update ON public.{table} FOR UPDATE TO authenticated
     USING ({update_ok} AND {scope} AND {LIVE})
-    WITH CHECK ({update_ok} AND {scope} AND {soft_delete_ok});
+    WITH CHECK ({update_ok} AND {check_scope} AND {soft_delete_ok});
 CREATE POLICY {table}_delete ON public.{table} FOR DELETE TO authenticated
     USING ({ADMIN});
 """
