@@ -600,6 +600,53 @@ def test_defaults_downgrade_removes_only_its_own_rows(empty_db_url: URL, make_en
         assert conn.execute(text("SELECT count(*) FROM role_permissions")).scalar() == total + 1
 
 
+API_PRIVILEGES = """
+SELECT c.relname, r.role, p.privilege
+  FROM pg_class c
+ CROSS JOIN unnest(ARRAY['anon', 'authenticated']) AS r(role)
+ CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES',
+                         'TRIGGER', 'USAGE']) AS p(privilege)
+ WHERE c.relnamespace = 'public'::regnamespace
+   AND CASE WHEN c.relkind = 'S' THEN p.privilege IN ('SELECT', 'UPDATE', 'USAGE')
+                AND has_sequence_privilege(r.role, c.oid, p.privilege)
+            WHEN c.relkind IN ('r', 'p', 'v', 'm') THEN p.privilege <> 'USAGE'
+                AND has_table_privilege(r.role, c.oid, p.privilege)
+       END
+UNION ALL
+SELECT f.oid::regprocedure::text, r.role, 'EXECUTE'
+  FROM pg_proc f CROSS JOIN unnest(ARRAY['anon', 'authenticated']) AS r(role)
+ WHERE f.pronamespace = 'public'::regnamespace AND f.prorettype <> 'trigger'::regtype
+   AND has_function_privilege(r.role, f.oid, 'EXECUTE')
+"""
+
+
+def test_supabase_default_privileges_are_taken_back(
+    db_url: URL, empty_db_url: URL, make_engine: Any
+) -> None:
+    """Supabase's default privileges give the API roles everything on each new table, view,
+    sequence and function in public. Migrated there, anon and authenticated must end up with
+    exactly what they hold on plain PostgreSQL, where the access matrix above is proven."""
+    config = migrations.make_config(empty_db_url)
+    command.upgrade(config, "0001_supabase_compat")  # the API roles exist
+    supabase = make_engine(empty_db_url)
+    with supabase.begin() as conn:
+        for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
+            conn.execute(
+                text(
+                    f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind} "
+                    "TO anon, authenticated, service_role"
+                )
+            )
+    command.upgrade(config, "head")
+    with supabase.connect() as conn:
+        on_supabase = set(map(tuple, conn.execute(text(API_PRIVILEGES))))
+    with make_engine(db_url).connect() as conn:
+        on_postgres = set(map(tuple, conn.execute(text(API_PRIVILEGES))))
+    extra = sorted(on_supabase - on_postgres)
+    assert extra == [], "\n".join(map(str, extra))
+    assert ("orders", "authenticated", "UPDATE") in on_postgres
+
+
 def test_views_are_security_invoker(world: Connection) -> None:
     options = dict(
         world.execute(

@@ -229,6 +229,30 @@ BASELINE_POLICY_TABLES = (
 )
 COMMANDS = ("select", "insert", "update", "delete")
 
+# On Supabase, default privileges also hand the API roles TRUNCATE (which skips RLS and every
+# trigger), REFERENCES and TRIGGER on the baseline tables, every right on the identity
+# sequences, and anon the baseline's role helper. None of it is needed. A sequence is only
+# touched where something was granted: revoking from its default ACL would write one out.
+BASELINE_TABLES = ", ".join(f"public.{t}" for t in BASELINE_POLICY_TABLES)
+API_PRIVILEGES = f"""
+REVOKE TRUNCATE, REFERENCES, TRIGGER ON TABLE {BASELINE_TABLES} FROM anon, authenticated;
+REVOKE EXECUTE ON FUNCTION public.current_user_role() FROM anon;
+DO $revoke$
+DECLARE
+    seq regclass;
+BEGIN
+    FOR seq IN
+        SELECT c.oid FROM pg_catalog.pg_class AS c, aclexplode(c.relacl) AS a
+         WHERE c.oid IN (pg_get_serial_sequence('public.orders', 'order_number')::regclass,
+                         pg_get_serial_sequence('public.change_log', 'id')::regclass)
+           AND a.grantee IN ('anon'::regrole, 'authenticated'::regrole)
+    LOOP
+        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM anon, authenticated', seq);
+    END LOOP;
+END
+$revoke$;
+"""
+
 # The baseline's policies, verbatim, for the downgrade.
 B_STAFF = "(SELECT public.current_user_role()) IN ('admin', 'manager')"
 B_ADMIN = "(SELECT public.current_user_role()) = 'admin'"
@@ -317,13 +341,14 @@ def upgrade() -> None:
     op.execute("".join(_crm_policies(t) for t in SCOPES) + ORDER_ITEM_POLICIES)
     op.execute(NEW_TABLE_POLICIES)
     op.execute(NEW_TABLE_GRANTS)
+    op.execute(API_PRIVILEGES)
     op.execute(PROFILE_GUARD)
     op.execute(ALEMBIC_VERSION)
 
 
 def downgrade() -> None:
-    # alembic_version keeps its API privileges revoked: what they were before is not known,
-    # and no API role ever needs them.
+    # alembic_version, and API_PRIVILEGES' revocations, stay: what was granted before is not
+    # known, and no API role ever needs it.
     op.execute(
         "DROP POLICY no_api_access ON public.alembic_version;\n"
         "ALTER TABLE public.alembic_version DISABLE ROW LEVEL SECURITY;\n"

@@ -186,7 +186,9 @@ def upgrade() -> None:
     op.execute(VIEWS)
     views = ", ".join(f"public.{v}" for v in VIEW_NAMES)
     op.execute(
-        f"REVOKE ALL ON TABLE {views} FROM anon;\n"
+        # On Supabase, default privileges would let the API roles write to (or truncate) a
+        # simple view such as active_profiles: reading is all they need.
+        f"REVOKE ALL ON TABLE {views} FROM PUBLIC, anon, authenticated, service_role;\n"
         f"GRANT SELECT ON TABLE {views} TO authenticated, service_role;"
     )
 
