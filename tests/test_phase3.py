@@ -264,6 +264,22 @@ def test_login_updates_profile_bookkeeping_only(crm: Connection) -> None:
     assert q(crm, "SELECT count(*) FROM change_log WHERE record_id = :i", i=s.AGENT_A) == 0
 
 
+def test_api_user_cannot_forge_its_login_bookkeeping(crm: Connection) -> None:
+    login = "SELECT login_count, last_login_at, version FROM profiles WHERE id = :i"
+    act_as(crm, s.AGENT_A)
+    crm.execute(
+        text("UPDATE profiles SET login_count = 999, last_login_at = now() WHERE id = :i"),
+        {"i": s.AGENT_A},
+    )
+    reset_role(crm)
+    assert tuple(crm.execute(text(login), {"i": s.AGENT_A}).one()) == (0, None, 1)
+    act_as(crm, s.AGENT_A)
+    log(crm, None, "login")  # the way a login is recorded
+    reset_role(crm)
+    count, last_login, version = crm.execute(text(login), {"i": s.AGENT_A}).one()
+    assert (count, last_login is not None, version) == (1, True, 1)
+
+
 def test_signed_in_user_logs_only_for_itself(crm: Connection) -> None:
     act_as(crm, s.AGENT_A)
     own = log(crm, None)

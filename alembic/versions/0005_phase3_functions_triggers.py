@@ -26,9 +26,10 @@ Triggers on the seven tracked tables:
 
 - ``<table>_track_edit`` (BEFORE INSERT OR UPDATE, per row): clients cannot set
   ``version``, ``edit_count``, ``updated_at``, ``updated_by``, ``deleted_by`` or change
-  ``id``; a real change bumps ``version`` and ``edit_count``; soft delete (setting
-  ``deleted_at``) records who and when; restore (clearing it) is for admins only. It
-  replaces the baseline's ``<table>_set_updated_at``.
+  ``id``, and API users cannot update ``last_login_at`` / ``login_count``; a real change
+  bumps ``version`` and ``edit_count``; soft delete (setting ``deleted_at``) records who
+  and when; restore (clearing it) is for admins only. It replaces the baseline's
+  ``<table>_set_updated_at``.
 - ``<table>_forbid_hard_delete`` (BEFORE DELETE, per statement): only admins and
   non-API sessions may delete rows; everyone else soft-deletes.
 - ``<table>_log_insert`` / ``_log_update`` / ``_log_delete`` (AFTER, per statement, with
@@ -372,7 +373,9 @@ BEGIN
         NEW.updated_at := now();
         NEW.updated_by := auth.uid();  -- only now: it is a function call per row
     END IF;
-    IF TG_TABLE_NAME = 'profiles' THEN
+    -- API users cannot write the login columns themselves (the change would leave no trace):
+    -- log_user_activity() does, running as its owner.
+    IF TG_TABLE_NAME = 'profiles' AND current_user NOT IN ('anon', 'authenticated') THEN
         NEW.last_login_at := login_at;
         NEW.login_count := logins;
     END IF;
