@@ -424,10 +424,13 @@ def test_change_log_records_each_operation_once(crm: Connection, table: str) -> 
     act_as(crm, s.ADMIN)
     record = q(crm, insert, new_user=new_user)
     where = {"r": record}
-    crm.execute(text(f"UPDATE {table} SET {column} = {value} WHERE id = :r"), where)
-    crm.execute(text(f"UPDATE {table} SET {column} = {value} WHERE id = :r"), where)  # no-op
-    crm.execute(text(f"UPDATE {table} SET deleted_at = now() WHERE id = :r"), where)
+    row = f"SELECT to_jsonb(t) FROM {table} AS t WHERE id = :r"
+    states = [q(crm, row, **where)]  # the row after each statement
+    for change in (f"{column} = {value}", f"{column} = {value}", "deleted_at = now()"):
+        crm.execute(text(f"UPDATE {table} SET {change} WHERE id = :r"), where)  # 2nd: no-op
+        states.append(q(crm, row, **where))
     crm.execute(text(f"UPDATE {table} SET deleted_at = NULL WHERE id = :r"), where)
+    states.append(q(crm, row, **where))
     crm.execute(text(f"DELETE FROM {table} WHERE id = :r"), where)
     reset_role(crm)
     assert changes(crm, record) == [
@@ -437,31 +440,52 @@ def test_change_log_records_each_operation_once(crm: Connection, table: str) -> 
         ("restore", s.ADMIN, ["deleted_at", "deleted_by"]),
         ("delete", s.ADMIN, None),
     ]
-    update = crm.execute(
+
+    def pick(state: dict[str, Any], *columns: str) -> dict[str, Any]:
+        return {c: state[c] for c in columns}
+
+    inserted, updated, _, deleted, restored = states
+    values = crm.execute(
+        text("SELECT old_values, new_values FROM change_log WHERE record_id = :r ORDER BY id"),
+        where,
+    ).all()
+    assert [tuple(v) for v in values] == [
+        (None, inserted),
+        (pick(inserted, column), pick(updated, column)),
+        (pick(updated, "deleted_at", "deleted_by"), pick(deleted, "deleted_at", "deleted_by")),
+        (pick(deleted, "deleted_at", "deleted_by"), pick(restored, "deleted_at", "deleted_by")),
+        (restored, None),
+    ]
+    assert pick(updated, column) != pick(inserted, column)
+    assert deleted["deleted_by"] == str(s.ADMIN)
+    when = crm.execute(
         text(
-            "SELECT old_values, new_values, transaction_id = txid_current(), "
-            "changed_at <= now() FROM change_log WHERE record_id = :r AND operation = 'update'"
+            "SELECT bool_and(transaction_id = txid_current()), bool_and(changed_at = now()) "
+            "FROM change_log WHERE record_id = :r"
         ),
         where,
     ).one()
-    assert set(update[0]) == set(update[1]) == {column}
-    assert update[2] is True  # same transaction
-    assert update[3] is True
+    assert tuple(when) == (True, True)  # this transaction, at its time
 
 
 def test_permission_changes_are_audited(bare: Connection) -> None:
+    act_as(bare, s.ADMIN)
     override(bare, s.AGENT_A, "export", "report", granted=True)
     bare.execute(text("UPDATE user_permissions SET granted = false, reason = 'audit finding'"))
     bare.execute(text("DELETE FROM user_permissions"))
     role_default(bare, "manager", "read", "report")
+    reset_role(bare)
     rows = bare.execute(
-        text("SELECT table_name, operation::text, changed_columns FROM change_log ORDER BY id")
+        text(
+            "SELECT table_name, operation::text, changed_columns, changed_by FROM change_log "
+            "ORDER BY id"
+        )
     ).all()
     assert [tuple(r) for r in rows] == [
-        ("user_permissions", "insert", None),
-        ("user_permissions", "update", ["granted", "reason"]),
-        ("user_permissions", "delete", None),
-        ("role_permissions", "insert", None),
+        ("user_permissions", "insert", None, s.ADMIN),
+        ("user_permissions", "update", ["granted", "reason"], s.ADMIN),
+        ("user_permissions", "delete", None, s.ADMIN),
+        ("role_permissions", "insert", None, s.ADMIN),
     ]
 
 
@@ -624,8 +648,21 @@ def test_concurrent_updates_are_both_counted(engine: Engine) -> None:
 
     thread = threading.Thread(target=second)
     thread.start()
-    thread.join(timeout=0.5)
-    assert thread.is_alive()  # waiting for the first transaction's row lock
+    # Let `first` commit only once the second UPDATE waits for its row lock. The bound is
+    # against hanging; nothing is decided by the clock.
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE orders SET total_amount%'"
+    )
+    with engine.connect() as watcher:
+        for _ in range(6000):
+            assert thread.is_alive(), errors  # it must block, not finish
+            if watcher.execute(text(waiting)).scalar() == 1:
+                break
+            watcher.rollback()  # a fresh pg_stat_activity snapshot next time
+            time.sleep(0.01)
+        else:
+            pytest.fail("the second UPDATE never waited for the row lock")
     first.commit()
     first.close()
     thread.join()
