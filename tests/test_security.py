@@ -434,6 +434,23 @@ def test_permission_manager_cannot_raise_own_rights(world: Connection) -> None:
     )  # granted_by cannot be forged
 
 
+def test_only_admins_delete_users(world: Connection) -> None:
+    """Even with update and delete on profiles, a non-admin cannot switch another user off by
+    soft-deleting it (an admin so deleted could not sign in to undo it)."""
+    world.execute(
+        text(
+            "INSERT INTO user_permissions (user_id, permission, resource, granted_by) "
+            "VALUES (:b, 'update', 'profile', :admin), (:b, 'delete', 'profile', :admin)"
+        ),
+        {"b": s.AGENT_B, "admin": s.ADMIN},
+    )
+    act_as(world, s.AGENT_B)
+    assert not _refused(world, "UPDATE profiles SET full_name = 'Ada' WHERE id = :a", a=s.AGENT_A)
+    for user in (s.ADMIN, s.AGENT_A):
+        outcome = _refused(world, "UPDATE profiles SET deleted_at = now() WHERE id = :u", u=user)
+        assert "only an admin can delete or restore a profile" in outcome
+
+
 # --- soft delete ---------------------------------------------------------------------------
 
 

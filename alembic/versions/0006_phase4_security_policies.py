@@ -29,7 +29,7 @@ but never for themselves (``granted_by`` defaults to, and must be, the writer);
 read-only for holders of ``read`` on ``change_log`` and written only by triggers.
 
 A guard trigger stops non-admins changing anyone's ``role`` or ``is_active``, creating
-non-agent profiles, or deleting or restoring their own profile. ``alembic_version`` gets RLS
+non-agent profiles, or deleting or restoring any profile. ``alembic_version`` gets RLS
 and loses any API-role privileges (on Supabase, default privileges would expose it).
 
 The downgrade puts the baseline's policies back exactly.
@@ -196,8 +196,10 @@ BEGIN
         RAISE EXCEPTION 'permission denied: only an admin can change role or is_active'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF OLD.id = auth.uid() AND NEW.deleted_at IS DISTINCT FROM OLD.deleted_at THEN
-        RAISE EXCEPTION 'permission denied: you cannot delete or restore your own profile'
+    -- Deleting a user switches it off like is_active does (an admin deleted by a delegate
+    -- would be locked out), so it is for admins too.
+    IF NEW.deleted_at IS DISTINCT FROM OLD.deleted_at THEN
+        RAISE EXCEPTION 'permission denied: only an admin can delete or restore a profile'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN NEW;
