@@ -50,7 +50,9 @@ def _agents(connection: Connection, limit: int) -> list[uuid.UUID]:
     rows = connection.execute(
         text(
             "SELECT p.id FROM public.profiles p WHERE p.role = 'agent' AND EXISTS "
-            "(SELECT 1 FROM public.orders o WHERE o.agent_id = p.id) ORDER BY p.email LIMIT :n"
+            "(SELECT 1 FROM public.orders o JOIN public.dispensary_profiles d "
+            "ON d.id = o.dispensary_id AND d.assigned_agent_id = p.id WHERE o.agent_id = p.id) "
+            "ORDER BY p.email LIMIT :n"
         ),
         {"n": limit},
     ).scalars()
@@ -58,7 +60,8 @@ def _agents(connection: Connection, limit: int) -> list[uuid.UUID]:
 
 
 def _agent_day(connection: Connection, agent: uuid.UUID) -> None:
-    """An agent signs in, looks at an order, edits it, and soft-deletes an old note."""
+    """An agent signs in, looks at an order at one of its dispensaries, edits it, and
+    soft-deletes an old note."""
     _as_user(connection, agent)
     connection.execute(
         text(
@@ -67,7 +70,11 @@ def _agent_day(connection: Connection, agent: uuid.UUID) -> None:
         )
     )
     order = connection.execute(
-        text("SELECT id FROM public.orders WHERE agent_id = :a ORDER BY order_date DESC LIMIT 1"),
+        text(
+            "SELECT o.id FROM public.orders o JOIN public.dispensary_profiles d "
+            "ON d.id = o.dispensary_id AND d.assigned_agent_id = :a "
+            "WHERE o.agent_id = :a ORDER BY o.order_date DESC LIMIT 1"
+        ),
         {"a": agent},
     ).scalar()
     connection.execute(

@@ -376,17 +376,20 @@ def test_escalation_attempt_fails_and_changes_nothing(world: Connection, attempt
     assert _snapshot(world) == before
 
 
-@pytest.mark.parametrize("table", ["orders", "communications"])
 @pytest.mark.parametrize(
-    "change",
-    [f"dispensary_id = '{s.DISPENSARY_B}'", f"agent_id = '{s.AGENT_B}'"],
-    ids=["to_dispensary_b", "to_agent_b"],
+    ("table", "change"),
+    [
+        ("orders", f"dispensary_id = '{s.DISPENSARY_B}'"),
+        ("orders", f"agent_id = '{s.AGENT_B}'"),
+        ("communications", f"agent_id = '{s.AGENT_B}'"),
+    ],
+    ids=["order_to_dispensary_b", "order_to_agent_b", "call_to_agent_b"],
 )
 def test_agent_cannot_move_its_rows_to_another_territory(
     world: Connection, table: str, change: str
 ) -> None:
     """Agent A's own order or call, at its own dispensary: it may edit it, but not hand it to
-    agent B or to agent B's dispensary (the baseline's rule for orders)."""
+    agent B, nor move an order to agent B's dispensary (both as in the baseline)."""
     act_as(world, s.AGENT_A)
     mine = "WHERE agent_id = :me AND dispensary_id = :disp"
     content = {"orders": "notes", "communications": "subject"}[table]

@@ -11,7 +11,7 @@ How a CRM table's policies read (one permissive policy per table and command):
   ``deleted_at``, needs ``delete``), from the role defaults or a user override;
 - the row must be in the user's scope: admins and managers reach every row (as in the
   baseline), agents the rows they own or that hang off the dispensaries assigned to them;
-  an updated row must still be one the user could insert (tasks: or is assigned to);
+  an updated order or communication must stay the agent's own (orders: at its dispensary);
 - soft-deleted rows are invisible to everyone but admins, who can restore them (the
   deleter still sees the row until the end of the deleting transaction, because
   PostgreSQL checks an updated row against the SELECT policies too);
@@ -95,6 +95,14 @@ SCOPES: dict[str, tuple[str, str, str, str | None]] = {
     ),
 }
 
+# Where an updated row must meet more than the read scope: as in the baseline, an agent
+# cannot hand an order or communication to another agent, nor move an order to a
+# dispensary that is not its own.
+UPDATE_CHECKS = {
+    "orders": f"({STAFF_OR}(agent_id = {ME} AND dispensary_id IN {MY_DISPENSARIES}))",
+    "communications": f"({STAFF_OR}agent_id = {ME})",
+}
+
 
 def _crm_policies(table: str) -> str:
     resource, scope, insert_scope, owner = SCOPES[table]
@@ -103,10 +111,7 @@ def _crm_policies(table: str) -> str:
         can("update", resource) if owner is None else f"({can('update', resource)} OR {owner})"
     )
     soft_delete_ok = f"(deleted_at IS NULL OR {can('delete', resource)})"
-    # An updated row must be one the user could have inserted, so an agent cannot hand an
-    # order or communication to another agent or dispensary (the baseline's rule for orders;
-    # communications now follow it too). Tasks are the exception: their assignee updates them.
-    check_scope = scope if table == "tasks" else insert_scope
+    check_scope = UPDATE_CHECKS.get(table, scope)
     return f"""
 CREATE POLICY {table}_select ON public.{table} FOR SELECT TO authenticated
     USING ({read_ok} AND {scope} AND {LIVE});
