@@ -525,6 +525,26 @@ def test_soft_delete_needs_the_delete_permission(world: Connection) -> None:
     )
 
 
+def test_removing_an_order_line_is_an_edit_of_the_order(engine: Engine) -> None:
+    """The baseline let an agent delete the lines of its orders; soft-deleting one needs
+    update on the order, not delete (which agents do not have)."""
+    lines = "SELECT count(*) FROM order_items WHERE order_id = :o"
+    remove = "UPDATE order_items SET deleted_at = now() WHERE order_id = :o"
+    with engine.begin() as conn:
+        s.load(conn)
+        before = _visible(conn, s.AGENT_A, lines, o=s.ORDER_A)
+        assert before > 0
+        act_as(conn, s.AGENT_B)  # another agent cannot even reach the lines
+        assert conn.execute(text(remove), {"o": s.ORDER_A}).rowcount == 0
+        reset_role(conn)
+        act_as(conn, s.AGENT_A)
+        assert conn.execute(text(remove), {"o": s.ORDER_A}).rowcount == before
+        reset_role(conn)
+    with engine.begin() as conn:
+        assert _visible(conn, s.AGENT_A, lines, o=s.ORDER_A) == 0
+        assert _visible(conn, s.ADMIN, lines, o=s.ORDER_A) == before  # kept for the audit trail
+
+
 def test_explicit_deny_beats_the_role_under_rls(world: Connection) -> None:
     world.execute(
         text(

@@ -8,7 +8,8 @@ How a CRM table's policies read (one permissive policy per table and command):
 
 - the command needs its permission on the table's resource (``read`` for SELECT,
   ``create`` for INSERT, ``update`` for UPDATE; soft-deleting, an UPDATE that sets
-  ``deleted_at``, needs ``delete``), from the role defaults or a user override;
+  ``deleted_at``, needs ``delete``, except an order line's, which edits its order and needs
+  ``update`` on ``order``), from the role defaults or a user override;
 - the row must be in the user's scope: admins and managers reach every row (as in the
   baseline), agents the rows they own or that hang off the dispensaries assigned to them;
   an updated order or communication must stay the agent's own (orders: at its dispensary);
@@ -128,6 +129,8 @@ CREATE POLICY {table}_delete ON public.{table} FOR DELETE TO authenticated
 # Order lines follow their order: visible (and writable) exactly when the order is. EXISTS,
 # not IN: each line looks up its own order by primary key. "order_id IN (SELECT id FROM
 # orders)" would make every query find all the orders the user may see (a full scan).
+# Removing (soft-deleting) a line is an edit of its order, so it needs update on order, not
+# delete: the baseline let whoever sees an order delete its lines.
 VISIBLE_ORDER = "EXISTS (SELECT 1 FROM public.orders AS o WHERE o.id = order_id)"
 ORDER_ITEM_POLICIES = f"""
 CREATE POLICY order_items_select ON public.order_items FOR SELECT TO authenticated
@@ -136,8 +139,7 @@ CREATE POLICY order_items_insert ON public.order_items FOR INSERT TO authenticat
     WITH CHECK ({can("create", "order")} AND {VISIBLE_ORDER} AND deleted_at IS NULL);
 CREATE POLICY order_items_update ON public.order_items FOR UPDATE TO authenticated
     USING ({can("update", "order")} AND {VISIBLE_ORDER} AND {LIVE})
-    WITH CHECK ({can("update", "order")} AND {VISIBLE_ORDER}
-                AND (deleted_at IS NULL OR {can("delete", "order")}));
+    WITH CHECK ({can("update", "order")} AND {VISIBLE_ORDER});
 CREATE POLICY order_items_delete ON public.order_items FOR DELETE TO authenticated
     USING ({ADMIN});
 """
