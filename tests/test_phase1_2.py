@@ -105,13 +105,34 @@ def test_existing_rows_get_the_seed_defaults_without_a_rewrite(walk: tuple[Engin
             assert versions == [(1, 0, None)], table
 
 
-# (table, id of a sample row, bad assignment, the constraint that must reject it)
+TRACKED = (
+    "profiles",
+    "dispensary_profiles",
+    "products",
+    "orders",
+    "order_items",
+    "communications",
+    "tasks",
+)
+# The checks phase 2 puts on every tracked table (order_items has no metadata column).
+TRACKING_BAD_VALUES = [
+    (table, None, assignment, f"{table}_{name}_check")
+    for table in TRACKED
+    for assignment, name in (
+        ("version = 0", "version"),
+        ("edit_count = -1", "edit_count"),
+        ("deleted_by = id, deleted_at = NULL", "deleted_by"),
+        ("metadata = '[1, 2]'", "metadata"),
+    )
+    if not (table == "order_items" and name == "metadata")
+]
+
+# (table, id of a sample row or None for all rows, bad assignment, the constraint that must
+# reject it)
 BAD_VALUES = [
+    *TRACKING_BAD_VALUES,
     ("profiles", s.AGENT_A, "email = 'not-an-email'", "profiles_email_format_check"),
     ("profiles", s.AGENT_A, "login_count = -1", "profiles_login_count_check"),
-    ("profiles", s.AGENT_A, "metadata = '[1, 2]'", "profiles_metadata_check"),
-    ("profiles", s.AGENT_A, "version = 0", "profiles_version_check"),
-    ("profiles", s.AGENT_A, "deleted_by = id", "profiles_deleted_by_check"),
     (
         "dispensary_profiles",
         s.DISPENSARY_A,
@@ -140,7 +161,7 @@ BAD_VALUES = [
     ("products", s.PRODUCT_FLOWER, "thc_percent = 100.5", "products_thc_percent_check"),
     ("products", s.PRODUCT_FLOWER, "cbd_percent = -1", "products_cbd_percent_check"),
     ("orders", s.ORDER_A, "total_amount = -5", "orders_total_amount_check"),
-    ("orders", s.ORDER_A, "edit_count = -1", "orders_edit_count_check"),
+    ("order_items", None, "unit_price = -1", "order_items_unit_price_check"),
     ("tasks", None, "metadata = '\"text\"'", "tasks_metadata_check"),
 ]
 
@@ -158,6 +179,30 @@ def test_constraint_rejects_bad_value_by_name(
     with pytest.raises(IntegrityError, match=constraint):
         conn.execute(text(f"UPDATE {table} SET {assignment} WHERE {where}"), {"id": row_id})
     conn.execute(text("ROLLBACK TO SAVEPOINT bad"))
+
+
+@pytest.mark.parametrize("table", TRACKED)
+def test_tracking_columns_accept_good_values(conn: Connection, table: str) -> None:
+    s.load(conn)
+    conn.execute(text("SET LOCAL session_replication_role = replica"))
+    metadata = "" if table == "order_items" else ', metadata = \'{"source": "import"}\''
+    conn.execute(
+        text(
+            f"UPDATE {table} SET version = 7, edit_count = 0, deleted_at = now(), "
+            f"deleted_by = :who{metadata}"
+        ),
+        {"who": s.ADMIN},
+    )
+
+
+def test_every_phase2_check_is_exercised() -> None:
+    """A constraint added to phase 2 without a bad-value case above fails here."""
+    module = migrations.script_directory().get_revision(PHASE2).module
+    exercised = {case[3] for case in BAD_VALUES} | {
+        "order_items_quantity_check",
+        "user_permissions_expires_at_check",
+    }
+    assert {name for _, name, _ in module.CHECKS} <= exercised
 
 
 def test_good_values_are_accepted(conn: Connection) -> None:
@@ -186,6 +231,14 @@ def test_order_item_quantity_and_permission_expiry_constraints(conn: Connection)
                 "VALUES (:u, 'read', 'order', now() - interval '1 day')"
             ),
             {"u": s.AGENT_A},
+        )
+
+
+def test_activity_metadata_must_be_an_object(conn: Connection) -> None:
+    conn.execute(text("INSERT INTO user_activity_log (activity, metadata) VALUES ('view', '{}')"))
+    with pytest.raises(IntegrityError, match="user_activity_log_metadata_check"):
+        conn.execute(
+            text("INSERT INTO user_activity_log (activity, metadata) VALUES ('view', '[1]')")
         )
 
 
