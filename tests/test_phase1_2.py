@@ -78,33 +78,6 @@ def test_seed_structure_checks_verbatim_and_rollback(walk: tuple[Engine, Any]) -
         assert _scalar(connection, SEED_ROLLBACK_COLUMNS) == 0
 
 
-def test_existing_rows_get_the_seed_defaults_without_a_rewrite(walk: tuple[Engine, Any]) -> None:
-    engine, to = walk
-    to(migrations.BASELINE_REVISION)
-    with engine.begin() as connection:
-        s.load(connection)
-    file_node = "SELECT pg_relation_filenode('public.orders')"
-    with engine.connect() as connection:
-        before = _scalar(connection, file_node)
-    to(PHASE1)
-    with engine.connect() as connection:
-        # A constant default is stored in the catalog: the table was not rewritten.
-        assert _scalar(connection, file_node) == before
-        profile = connection.execute(
-            text(
-                "SELECT is_active, metadata, login_count, last_login_at, deleted_at, "
-                "version, edit_count FROM profiles WHERE id = :id"
-            ),
-            {"id": s.AGENT_A},
-        ).one()
-        assert tuple(profile) == (True, {}, 0, None, None, 1, 0)
-        for table in ("dispensary_profiles", "products", "orders", "order_items", "tasks"):
-            versions = connection.execute(
-                text(f"SELECT DISTINCT version, edit_count, deleted_at FROM {table}")
-            ).all()
-            assert versions == [(1, 0, None)], table
-
-
 TRACKED = (
     "profiles",
     "dispensary_profiles",
@@ -114,6 +87,39 @@ TRACKED = (
     "communications",
     "tasks",
 )
+
+
+def test_existing_rows_get_the_seed_defaults_without_a_rewrite(walk: tuple[Engine, Any]) -> None:
+    engine, to = walk
+    to(migrations.BASELINE_REVISION)
+    with engine.begin() as connection:
+        s.load(connection)
+    file_nodes = "SELECT " + ", ".join(f"pg_relation_filenode('public.{t}')" for t in TRACKED)
+    with engine.connect() as connection:
+        before = connection.execute(text(file_nodes)).one()
+    to(PHASE1)
+    with engine.connect() as connection:
+        # A constant default is stored in the catalog: no table was rewritten.
+        assert connection.execute(text(file_nodes)).one() == before
+        profile = connection.execute(
+            text(
+                "SELECT is_active, metadata, login_count, last_login_at, deleted_at, "
+                "version, edit_count FROM profiles WHERE id = :id"
+            ),
+            {"id": s.AGENT_A},
+        ).one()
+        assert tuple(profile) == (True, {}, 0, None, None, 1, 0)
+        for table in TRACKED:
+            metadata = "'{}'::jsonb" if table == "order_items" else "metadata"
+            defaults = connection.execute(
+                text(
+                    "SELECT DISTINCT version, edit_count, updated_by, deleted_at, deleted_by, "
+                    f"{metadata} FROM {table}"
+                )
+            ).all()
+            assert defaults == [(1, 0, None, None, None, {})], table
+
+
 # The checks phase 2 puts on every tracked table (order_items has no metadata column).
 TRACKING_BAD_VALUES = [
     (table, None, assignment, f"{table}_{name}_check")
