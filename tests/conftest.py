@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -74,16 +76,20 @@ def _from_url(raw: str) -> PgServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+def pg_server() -> Iterator[PgServer]:
     raw = os.environ.get("CRM_TEST_DATABASE_URL")
     if raw:
         yield _from_url(raw)
         return
-    server = embedded.start(tmp_path_factory.mktemp("embedded") / "pgdata", delete=True)
+    # Not under pytest's tmp_path: pytest keeps only its three newest temporary folders, so a
+    # second test session started meanwhile would delete this server's data under it.
+    home = Path(tempfile.mkdtemp(prefix="crm-schema-test-pg-"))
+    server = embedded.start(home / "pgdata", delete=True)
     try:
         yield _from_url(str(server.url()))
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def new_db_name(prefix: str = "crm_test") -> str:
