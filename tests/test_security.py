@@ -115,7 +115,7 @@ STATEMENTS: dict[str, tuple[str, str, str]] = {
     "role_permissions": (
         "INSERT INTO role_permissions (role, permission, resource) "
         "VALUES ('agent', 'export', 'report')",
-        "UPDATE role_permissions SET updated_at = updated_at "
+        "UPDATE role_permissions SET permission = permission "
         "WHERE role = 'agent' AND permission = 'read' AND resource = 'product'",
         "DELETE FROM role_permissions "
         "WHERE role = 'agent' AND permission = 'read' AND resource = 'product'",
@@ -522,6 +522,30 @@ def test_soft_delete_needs_the_delete_permission(world: Connection) -> None:
     act_as(world, s.AGENT_A)  # agents may update orders but not delete them
     assert "row-level security" in _refused(
         world, "UPDATE orders SET deleted_at = now() WHERE id = :o", o=s.ORDER_A
+    )
+
+
+def test_who_wrote_a_role_default_cannot_be_forged(world: Connection) -> None:
+    act_as(world, s.ADMIN)
+    stamped = (
+        "INSERT INTO role_permissions (role, permission, resource, created_by) "
+        "VALUES ('agent', 'export', 'report', :other)"
+    )
+    assert "row-level security" in _refused(world, stamped, other=s.MANAGER)
+    created_by = world.execute(
+        text(
+            "INSERT INTO role_permissions (role, permission, resource) "
+            "VALUES ('agent', 'export', 'report') RETURNING created_by"
+        )
+    ).scalar()
+    assert created_by == s.ADMIN
+    rewrite = "UPDATE role_permissions SET created_by = :other WHERE created_by = :me"
+    assert "permission denied" in _refused(world, rewrite, other=s.MANAGER, me=s.ADMIN)
+    # What the default says stays editable by those who manage permissions.
+    assert not _refused(
+        world,
+        "UPDATE role_permissions SET permission = 'read' WHERE created_by = :me",
+        me=s.ADMIN,
     )
 
 

@@ -24,7 +24,8 @@ Every helper call is wrapped as ``(SELECT ...)`` so PostgreSQL evaluates it once
 The new tables: ``role_permissions`` is readable by every signed-in user and writable by
 holders of ``manage`` on ``permission`` for roles other than their own; ``user_permissions``
 rows are readable by their user and by permission readers, writable by ``manage`` holders
-but never for themselves (``granted_by`` defaults to, and must be, the writer);
+but never for themselves (``granted_by`` defaults to, and must be, the writer; likewise a
+role default's ``created_by``, which no one can change afterwards);
 ``user_activity_log`` is read-only (own rows, or everyone's with ``read`` on
 ``activity_log``) and written only through ``log_user_activity``; ``change_log`` is
 read-only for holders of ``read`` on ``change_log`` and written only by triggers.
@@ -148,7 +149,7 @@ NEW_TABLE_POLICIES = f"""
 CREATE POLICY role_permissions_select ON public.role_permissions FOR SELECT TO authenticated
     USING (true);
 CREATE POLICY role_permissions_insert ON public.role_permissions FOR INSERT TO authenticated
-    WITH CHECK ({can("manage", "permission")}
+    WITH CHECK ({can("manage", "permission")} AND created_by = {ME}
                 AND ({ADMIN} OR role <> (SELECT public.current_user_role())));
 CREATE POLICY role_permissions_update ON public.role_permissions FOR UPDATE TO authenticated
     USING ({can("manage", "permission")}
@@ -176,11 +177,16 @@ CREATE POLICY change_log_select ON public.change_log FOR SELECT TO authenticated
     USING ({can("read", "change_log")});
 """
 
+# Who wrote a permission row is the database's to say: granted_by and created_by default to
+# the writer and the policies insist on it; a role default's creator cannot be rewritten
+# later (UPDATE is granted on the columns that say what the default is, not on created_by).
 NEW_TABLE_GRANTS = """
-GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.role_permissions, public.user_permissions
-    TO authenticated;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.user_permissions TO authenticated;
+GRANT SELECT, INSERT, DELETE ON TABLE public.role_permissions TO authenticated;
+GRANT UPDATE (role, permission, resource) ON TABLE public.role_permissions TO authenticated;
 GRANT SELECT ON TABLE public.user_activity_log, public.change_log TO authenticated;
 ALTER TABLE public.user_permissions ALTER COLUMN granted_by SET DEFAULT auth.uid();
+ALTER TABLE public.role_permissions ALTER COLUMN created_by SET DEFAULT auth.uid();
 """
 
 PROFILE_GUARD = r"""
@@ -364,6 +370,7 @@ def downgrade() -> None:
         "DROP TRIGGER profiles_guard_privileges ON public.profiles;\n"
         "DROP FUNCTION public.guard_profile_privileges();\n"
         "ALTER TABLE public.user_permissions ALTER COLUMN granted_by DROP DEFAULT;\n"
+        "ALTER TABLE public.role_permissions ALTER COLUMN created_by DROP DEFAULT;\n"
         "REVOKE ALL ON TABLE public.role_permissions, public.user_permissions, "
         "public.user_activity_log, public.change_log FROM authenticated;\n"
         "DROP POLICY change_log_select ON public.change_log;\n"
