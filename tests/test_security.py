@@ -601,6 +601,18 @@ def test_inactive_user_loses_access(world: Connection) -> None:
     assert _visible(world, s.MANAGER, "SELECT count(*) FROM orders") == 0
 
 
+def test_inactive_user_reads_but_cannot_edit_its_own_profile(world: Connection) -> None:
+    own = "SELECT count(*) FROM profiles WHERE id = :me"
+    rename = "UPDATE profiles SET full_name = 'Renamed' WHERE id = :me"
+    act_as(world, s.AGENT_A)  # while active, the owner may edit its profile
+    assert not _refused(world, rename, me=s.AGENT_A)
+    reset_role(world)
+    world.execute(text("UPDATE profiles SET is_active = false WHERE id = :a"), {"a": s.AGENT_A})
+    assert _visible(world, s.AGENT_A, own, me=s.AGENT_A) == 1
+    act_as(world, s.AGENT_A)
+    assert _refused(world, rename, me=s.AGENT_A) == "no rows"
+
+
 # --- default data and views ----------------------------------------------------------------
 
 

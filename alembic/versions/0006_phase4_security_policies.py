@@ -106,11 +106,18 @@ UPDATE_CHECKS = {
 }
 
 
+# A deactivated or deleted user has no role: it may still read its own profile (so an app can
+# say why it is locked out) but not edit it.
+ACTIVE = "(SELECT public.current_user_role()) IS NOT NULL"
+
+
 def _crm_policies(table: str) -> str:
     resource, scope, insert_scope, owner = SCOPES[table]
     read_ok = can("read", resource) if owner is None else f"({can('read', resource)} OR {owner})"
     update_ok = (
-        can("update", resource) if owner is None else f"({can('update', resource)} OR {owner})"
+        can("update", resource)
+        if owner is None
+        else f"({can('update', resource)} OR ({owner} AND {ACTIVE}))"
     )
     soft_delete_ok = f"(deleted_at IS NULL OR {can('delete', resource)})"
     check_scope = UPDATE_CHECKS.get(table, scope)
