@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, text
 
 from bench.harness import REPEATS, Results, alternate, ms, percentile, scalar, seconds
 from crm_schema import migrations
+from crm_schema.runbook.baseline import CRM_TABLES
 
 BASELINE = migrations.BASELINE_REVISION
 BIG_TABLES = ("orders", "order_items", "dispensary_profiles")
@@ -574,15 +575,6 @@ SELECT (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
        (SELECT count(*) FROM public.change_log),
        (SELECT count(*) FROM public.user_activity_log)
 """
-BASE = [
-    "profiles",
-    "dispensary_profiles",
-    "products",
-    "orders",
-    "order_items",
-    "communications",
-    "tasks",
-]
 
 
 def storage(engine: Engine, results: Results) -> None:
@@ -594,7 +586,7 @@ def storage(engine: Engine, results: Results) -> None:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("ANALYZE"))
         base, change, activity, changes, activities = conn.execute(
-            text(SIZES), {"base": BASE}
+            text(SIZES), {"base": list(CRM_TABLES)}
         ).one()
     results.add(
         "storage", "bytes per change_log row (with indexes)", f"{change / max(changes, 1):,.0f} B"

@@ -20,15 +20,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
-CRM_TABLES = (
-    "profiles",
-    "dispensary_profiles",
-    "products",
-    "orders",
-    "order_items",
-    "communications",
-    "tasks",
-)
+from crm_schema.runbook.baseline import CRM_TABLES
+
 # (city, county) pairs: where Oklahoma's dispensaries are.
 PLACES = (
     ("Oklahoma City", "Oklahoma"),

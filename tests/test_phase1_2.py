@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from crm_schema import migrations
+from crm_schema.runbook.baseline import CRM_TABLES
 from tests import sample_data as s
 
 PHASE1 = "0003_phase1_schema_structure"
@@ -78,15 +79,7 @@ def test_seed_structure_checks_verbatim_and_rollback(walk: tuple[Engine, Any]) -
         assert _scalar(connection, SEED_ROLLBACK_COLUMNS) == 0
 
 
-TRACKED = (
-    "profiles",
-    "dispensary_profiles",
-    "products",
-    "orders",
-    "order_items",
-    "communications",
-    "tasks",
-)
+TRACKED = CRM_TABLES
 
 
 def test_existing_rows_get_the_seed_defaults_without_a_rewrite(walk: tuple[Engine, Any]) -> None:

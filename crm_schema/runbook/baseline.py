@@ -114,6 +114,9 @@ BASELINE_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
     ],
 }
 
+# The CRM's seven tables: the baseline's, which phase 3 tracks (edits, soft delete, change log).
+CRM_TABLES: tuple[str, ...] = tuple(BASELINE_COLUMNS)
+
 LIVE_COLUMNS = text(
     """
     SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull

@@ -10,17 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from crm_schema.runbook.baseline import CRM_TABLES
 from crm_schema.runbook.report import Report
 
-TRACKED = (
-    "profiles",
-    "dispensary_profiles",
-    "products",
-    "orders",
-    "order_items",
-    "communications",
-    "tasks",
-)
 SEED_ROLLBACK_TABLES = """
 SELECT COUNT(*) FROM information_schema.tables
 WHERE table_schema = 'public'
@@ -61,7 +53,7 @@ def _has_column(connection: Connection, table: str, column: str) -> bool:
 def discarded(connection: Connection) -> dict[str, int]:
     """Rows of data the rollback would discard, by kind (only kinds with rows)."""
     counts: dict[str, int] = {}
-    for table in TRACKED:
+    for table in CRM_TABLES:
         if _has_column(connection, table, "deleted_at"):
             counts[f"soft-deleted {table}"] = connection.execute(
                 text(f"SELECT count(*) FROM public.{table} WHERE deleted_at IS NOT NULL")

@@ -11,6 +11,7 @@ import datetime as dt
 from sqlalchemy import Connection, text
 
 from crm_schema import migrations
+from crm_schema.runbook.baseline import CRM_TABLES
 from crm_schema.runbook.preflight import current_revision
 from crm_schema.runbook.report import Report, Status
 
@@ -52,17 +53,7 @@ SELECT schemaname, tablename FROM pg_tables
 WHERE schemaname = 'public'
 AND tablename LIKE 'user_activity_log_%';
 """
-CHANGE_TRACKED = (
-    "profiles",
-    "dispensary_profiles",
-    "products",
-    "orders",
-    "order_items",
-    "communications",
-    "tasks",
-    "role_permissions",
-    "user_permissions",
-)
+CHANGE_TRACKED = (*CRM_TABLES, "role_permissions", "user_permissions")
 
 
 def _rows(connection: Connection, sql: str) -> list[str]:
