@@ -337,6 +337,12 @@ def _subjects(conn: Connection) -> dict[str, object]:
     }
 
 
+# A dispensary's orders with their lines; {dispensary} names the bind parameter.
+ORDERS_WITH_ITEMS = """
+        SELECT o.id, o.order_date, i.product_id, i.quantity, i.unit_price
+        FROM public.orders o JOIN public.order_items i ON i.order_id = o.id
+        WHERE o.dispensary_id = :{dispensary} AND o.deleted_at IS NULL
+          AND o.order_date >= current_date - 90"""
 QUERIES = {
     "an agent's dispensaries": (
         "agent",
@@ -353,19 +359,11 @@ QUERIES = {
     ),
     "the biggest dispensary's orders with items, last 90 days": (
         "agent",
-        """
-        SELECT o.id, o.order_date, i.product_id, i.quantity, i.unit_price
-        FROM public.orders o JOIN public.order_items i ON i.order_id = o.id
-        WHERE o.dispensary_id = :dispensary AND o.deleted_at IS NULL
-          AND o.order_date >= current_date - 90""",
+        ORDERS_WITH_ITEMS.format(dispensary="dispensary"),
     ),
     "a typical dispensary's orders with items, last 90 days": (
         "typical agent",
-        """
-        SELECT o.id, o.order_date, i.product_id, i.quantity, i.unit_price
-        FROM public.orders o JOIN public.order_items i ON i.order_id = o.id
-        WHERE o.dispensary_id = :typical_dispensary AND o.deleted_at IS NULL
-          AND o.order_date >= current_date - 90""",
+        ORDERS_WITH_ITEMS.format(dispensary="typical_dispensary"),
     ),
     "a manager's monthly revenue per agent": (
         "manager",
