@@ -3,6 +3,7 @@ root, including every bad-input path (one clear line, exit 2, nothing changed)."
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -36,8 +37,10 @@ def run(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess
     )
 
 
-# crm-schema writes migration logs into its working folder: keep them out of the checkout.
+# crm-schema writes migration logs into its working folder: keep them out of the checkout,
+# and leave nothing behind when the session ends.
 SCRATCH = Path(tempfile.mkdtemp(prefix="crm-cli-"))
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 
 
 def crm(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
