@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import time
@@ -560,25 +561,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(args: argparse.Namespace, message: str) -> int:
+    """One line on stderr; with --json also a JSON object on stdout, so automation that reads
+    stdout learns why there is no report."""
+    print(f"crm-schema: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        json.dump({"error": message, "exit_code": EXIT_ERROR}, sys.stdout)
+        print()
+    return EXIT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except (UsageError, DatabaseError, CommandError) as exc:
-        print(f"crm-schema: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _error(args, str(exc))
     except OSError as exc:  # a folder given by --out or --log-dir that cannot be written
-        print(f"crm-schema: error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return EXIT_ERROR
+        return _error(args, f"cannot write {exc.filename}: {exc.strerror}")
     except DBAPIError as exc:
         # Each revision runs in its own transaction: the failing one was rolled back.
         migrating = args.func in (cmd_upgrade, cmd_downgrade, cmd_rollback, cmd_demo)
         rolled_back = " (a migration in progress was rolled back)" if migrating else ""
-        print(
-            f"crm-schema: error: the database refused a statement{rolled_back}: {first_line(exc)}",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
+        return _error(args, f"the database refused a statement{rolled_back}: {first_line(exc)}")
     return code
 
 

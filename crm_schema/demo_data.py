@@ -103,7 +103,8 @@ def load(connection: Connection) -> str:
     for agent in agents:
         _agent_day(connection, agent)
     return (
-        f"{counts.users} users, {counts.dispensaries} dispensaries, {counts.products} "
+        f"{counts.users} users and the admin {ADMIN_EMAIL}, {counts.dispensaries} dispensaries, "
+        f"{counts.products} "
         f"products, {counts.orders} orders, {counts.order_items} order lines, "
         f"{counts.communications} communications, {counts.tasks} tasks; "
         f"{len(agents)} agents signed in and made changes"

@@ -4,6 +4,7 @@ root, including every bad-input path (one clear line, exit 2, nothing changed)."
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -174,6 +175,15 @@ def test_alembic_from_repo_root_up_and_down(empty_db_url: URL) -> None:
         DATABASE_URL="postgresql://x@127.0.0.1:1/x",
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_errors_under_json_are_json_too() -> None:
+    """Automation reading stdout learns why there is no report; people still get one line."""
+    for args in (("verify", "--json"), ("preflight", "--json"), ("stats", "--json")):
+        result = crm(*args, "--url", "postgresql://postgres@127.0.0.1:1/crm")
+        line = one_error_line(result)
+        error = json.loads(result.stdout)
+        assert error == {"error": line.removeprefix("crm-schema: error: "), "exit_code": 2}
 
 
 def test_lock_timeout_fails_cleanly_instead_of_queueing(
