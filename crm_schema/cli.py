@@ -71,14 +71,10 @@ def _connect(args: argparse.Namespace) -> Connection:
     return connect_checked(make_engine(_url(args)))
 
 
-def _revision_ids() -> list[str]:
-    return [s.revision for s in migrations.revisions_in_order()]
-
-
 def _known_revision(url: str) -> str | None:
     """The database's revision (None: not migrated); refuses one this package does not know."""
     current = migrations.current_revision(url)
-    if current is not None and current not in _revision_ids():
+    if current is not None and current not in migrations.revision_ids():
         raise UsageError(
             f"the database is at {current}, not a revision of this package (migrated by a "
             "newer crm-schema?): nothing was changed"
@@ -88,7 +84,7 @@ def _known_revision(url: str) -> str | None:
 
 def _require_revision(url: str, needed: str, command: str) -> None:
     """Refuse to run ``command`` on a database that lacks what revision ``needed`` creates."""
-    ids = _revision_ids()
+    ids = migrations.revision_ids()
     current = _known_revision(url)
     if current is None or ids.index(current) < ids.index(needed):
         raise UsageError(
@@ -156,7 +152,7 @@ def _progress(total: int, quiet: bool) -> Callable[[Script], None]:
 
 
 def _pending(url: str | URL, target: str) -> int:
-    ids = [s.revision for s in migrations.revisions_in_order()]
+    ids = migrations.revision_ids()
     current = migrations.current_revision(url)
     start = ids.index(current) + 1 if current in ids else 0
     wanted = migrations.script_directory().get_revision(target)
@@ -283,7 +279,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     url = _url(args)
     current = _known_revision(url)
-    known = _revision_ids()
+    known = migrations.revision_ids()
     if current is None or known.index(current) <= known.index(BASELINE):
         done = Report("Rollback", notes=[f"Already at {current or 'base'}: nothing to roll back"])
         return _show(done, args)

@@ -58,6 +58,11 @@ def revisions_in_order() -> list[Script]:
     return list(reversed(list(script_directory().walk_revisions())))
 
 
+def revision_ids() -> list[str]:
+    """Every revision's id, oldest first."""
+    return [s.revision for s in revisions_in_order()]
+
+
 def current_revision(url: str | URL) -> str | None:
     """The revision the database is at, or ``None`` for an unmigrated database."""
     with connect_checked(make_engine(url)) as connection:

@@ -159,7 +159,7 @@ def test_upgrade_reports_each_revision(empty_db_url: URL, tmp_path: Path) -> Non
 
 def test_alembic_from_repo_root_up_and_down(empty_db_url: URL) -> None:
     env = {"DATABASE_URL": url_text(empty_db_url)}
-    ids = [s.revision for s in migrations.revisions_in_order()]
+    ids = migrations.revision_ids()
     assert alembic("upgrade", "head", **env).returncode == 0
     assert migrations.current_revision(empty_db_url) == ids[-1]
     assert alembic("downgrade", "-1", **env).returncode == 0

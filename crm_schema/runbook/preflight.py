@@ -50,7 +50,7 @@ def current_revision(connection: Connection) -> str | None:
 
 def _revision(report: Report, revision: str | None) -> bool:
     """Record the revision; False when it is one this package does not know."""
-    known = [s.revision for s in migrations.revisions_in_order()]
+    known = migrations.revision_ids()
     if revision is None:
         report.note("Alembic revision", Status.INFO, "none (not managed by Alembic yet)")
         return True
