@@ -8,13 +8,16 @@ every query on a busy table behind it) and run each revision in its own transact
 from __future__ import annotations
 
 import os
+import time
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from crm_schema import locks, transactions
 from crm_schema.db import DatabaseError, connect_checked, make_engine, normalize_url, url_from_env
 from crm_schema.models import Base, include_name, include_object
 
@@ -53,28 +56,59 @@ def _database_url() -> str:
     return url
 
 
-def _configure(**kwargs: object) -> None:
-    context.configure(
-        target_metadata=Base.metadata,
-        include_name=include_name,
-        include_object=include_object,
-        transaction_per_migration=True,
-        compare_type=True,
-        **kwargs,
-    )
+def _configure(**kwargs: Any) -> None:
+    options: dict[str, Any] = {
+        "target_metadata": Base.metadata,
+        "include_name": include_name,
+        "include_object": include_object,
+        "transaction_per_migration": True,
+        "compare_type": True,
+    }
+    context.configure(**{**options, **kwargs})
 
 
 def run_migrations_offline() -> None:
-    """Write the SQL to stdout (``alembic upgrade A:B --sql``); no database is needed."""
+    """Write the SQL to stdout (``alembic upgrade A:B --sql``); no database is needed.
+    Revisions that commit together share one BEGIN ... COMMIT, as online."""
     url = _x_args().get("url") or config.get_main_option("sqlalchemy.url") or url_from_env()
     # "named" paramstyle: with psycopg's default, every '%' in the SQL (format('%I'), LIKE
     # patterns) would come out doubled, which psql does not undo.
     target = {"url": normalize_url(url)} if url else {"dialect_name": "postgresql"}
-    _configure(literal_binds=True, dialect_opts={"paramstyle": "named"}, **target)
+    options = {"literal_binds": True, "dialect_opts": {"paramstyle": "named"}, **target}
+    _configure(**options)
     for name, value in _timeouts().items():
         context.execute(f"SET {name} = '{value}'")
-    with context.begin_transaction():
-        context.run_migrations()
+    ctx = context.get_context()
+    steps = list(_command_fn()(ctx.get_current_heads(), ctx)) if _runs_revisions() else None
+    if steps is None:
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    transactions.refuse_split_end(steps)
+    for group in transactions.groups(steps):
+        progress = transactions.Progress(group)
+        start = group[0].from_revisions
+        _configure(
+            fn=progress.steps,
+            transaction_per_migration=False,
+            starting_rev=start[0] if start else None,
+            **options,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+def _command_fn() -> Any:
+    """The work function of the alembic command being run (after a first ``configure``)."""
+    return context.get_context().environment_context.context_opts.get("fn")
+
+
+def _runs_revisions() -> bool:
+    """True for ``upgrade`` and ``downgrade``; false for commands such as ``current``."""
+    command_fn = _command_fn()
+    return getattr(command_fn, "__module__", "") == "alembic.command" and getattr(
+        command_fn, "__name__", ""
+    ) in ("upgrade", "downgrade")
 
 
 def _set_timeouts(connection: Connection) -> None:
@@ -87,33 +121,100 @@ def _set_timeouts(connection: Connection) -> None:
             raise CommandError(f"invalid {name} {value!r}: {str(exc).splitlines()[0]}") from exc
 
 
-def _run_locked(connection: Connection) -> None:
+def _retry_policy() -> locks.RetryPolicy:
+    attempts = _x_args().get("lock_retries") or os.environ.get("CRM_LOCK_RETRIES")
+    if attempts is None:
+        return locks.RetryPolicy()
+    if not attempts.isdigit() or int(attempts) < 1:
+        raise CommandError(f"invalid lock_retries {attempts!r}: give a whole number, 1 or more")
+    return locks.RetryPolicy(attempts=int(attempts))
+
+
+def _run_locked(connection: Connection, engine: Engine) -> None:
     got = connection.execute(
         text("SELECT pg_try_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY}
     ).scalar()
     connection.commit()
     if not got:
-        raise CommandError(
+        raise transactions.RefusedError(
             "another crm-schema migration is running on this database (advisory lock "
             f"{MIGRATION_LOCK_KEY} is held); wait for it to finish and run again"
         )
     try:
         _set_timeouts(connection)
         connection.commit()
+        _run_planned(connection, engine)
+    finally:
+        # A lost connection took its session, and so the advisory lock, with it.
+        locks.safe_rollback(connection)
+        if not connection.invalidated:
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            connection.commit()
+
+
+def _planned_steps(connection: Connection) -> list[Any] | None:
+    """The revision steps this command will run, oldest first for an upgrade, or None for a
+    command that runs no revisions (``current``, ``stamp``, ...)."""
+    _configure(connection=connection)
+    if not _runs_revisions():
+        return None
+    ctx = context.get_context()
+    steps = list(_command_fn()(ctx.get_current_heads(), ctx))
+    connection.rollback()
+    return steps
+
+
+def _run_planned(connection: Connection, engine: Engine) -> None:
+    steps = _planned_steps(connection)
+    if steps is None:
         _configure(connection=connection)
         with context.begin_transaction():
             context.run_migrations()
-    finally:
-        connection.rollback()
-        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
-        connection.commit()
+        return
+    transactions.refuse_split_end(steps)
+    policy = _retry_policy()
+    for group in transactions.groups(steps):
+        _run_group(connection, engine, group, policy)
+
+
+def _run_group(connection: Connection, engine: Engine, group: list[Any], policy: Any) -> None:
+    """Run revisions that commit together in one transaction, retried whole while it cannot
+    get its locks in time (see crm_schema.locks)."""
+    progress = transactions.Progress(group)
+    schedule = list(policy.schedule(locks.deadlock_timeout_seconds(connection)))
+    connection.rollback()
+    with progress.watching(connection):
+        for attempt, (timeout, pause) in enumerate(schedule, start=1):
+            _configure(connection=connection, fn=progress.steps, transaction_per_migration=False)
+            try:
+                with context.begin_transaction():
+                    connection.execute(
+                        text("SELECT set_config('lock_timeout', :t, true)"),
+                        {"t": f"{round(timeout * 1000)}ms"},
+                    )
+                    context.run_migrations()
+                config.attributes.setdefault("lock_attempts", {})[progress.label] = attempt
+                return
+            except (SQLAlchemyError, KeyboardInterrupt) as exc:
+                # Clean-up code (alembic's, SQLAlchemy's) may raise anew on a connection that
+                # is gone: what stopped the run is the first cause in the chain.
+                cause = transactions.first_cause(exc)
+                locks.safe_rollback(connection)
+                if isinstance(cause, KeyboardInterrupt):
+                    raise transactions.interrupted(engine, progress) from exc
+                if not isinstance(cause, DBAPIError):
+                    raise
+                if locks.is_lock_wait(cause) and attempt < len(schedule):
+                    time.sleep(pause)
+                    continue
+                raise transactions.failure(engine, progress, cause, attempt) from exc
 
 
 def run_migrations_online() -> None:
     given = config.attributes.get("connection")
     if isinstance(given, Engine):
         with given.connect() as connection:
-            _run_locked(connection)
+            _run_locked(connection, given)
         return
     if given is not None:
         # A caller (pytest-alembic, an application) owns this connection and its
@@ -124,11 +225,12 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
     try:
-        connection = connect_checked(make_engine(_database_url()))
+        engine = make_engine(_database_url())
+        connection = connect_checked(engine)
     except DatabaseError as exc:
         raise CommandError(str(exc)) from exc
     with connection:
-        _run_locked(connection)
+        _run_locked(connection, engine)
 
 
 if context.is_offline_mode():

@@ -16,13 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from alembic.script import Script
 from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from crm_schema import __version__, embedded, migrations
+from crm_schema import __version__, embedded, migrations, transactions
 from crm_schema.db import (
     DatabaseError,
     connect_checked,
@@ -48,6 +47,7 @@ from crm_schema.runbook.report import (
     render_json,
     render_text,
 )
+from crm_schema.transactions import RefusedError
 
 DEMO_DATABASE = "crm_demo"
 BASELINE = migrations.BASELINE_REVISION
@@ -98,11 +98,16 @@ def _check_upgrade_start(connection: Connection, url: str, target: str) -> None:
     CRM beside someone else's tables: an unknown target or revision, or a database without an
     Alembic revision whose ``public`` schema is not empty."""
     try:
-        migrations.script_directory().get_revision(target)
+        wanted = migrations.script_directory().get_revision(target)
     except CommandError as exc:
         raise UsageError(
             f"unknown target revision {target!r}: `crm-schema history` lists them"
         ) from exc
+    if wanted is not None and migrations.commits_with_next(wanted):
+        raise UsageError(
+            f"{wanted.revision} commits together with the revision after it: give that one as "
+            "--to; nothing was changed"
+        )
     if _known_revision(url) is not None:
         return
     tables = list(
@@ -141,31 +146,29 @@ def _quiet(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "json", False))
 
 
-def _progress(total: int, quiet: bool) -> Callable[[Script], None]:
+def _progress(total: int, quiet: bool) -> Callable[[str], None]:
     count = iter(range(1, total + 1))
 
-    def announce(script: Script) -> None:
+    def announce(label: str) -> None:
         if not quiet:
-            print(f"  [{next(count)}/{total}] {script.revision:<34}", end=" ", flush=True)
+            print(f"  [{next(count)}/{total}] {label:<34}", end=" ", flush=True)
 
     return announce
 
 
-def _pending(url: str | URL, target: str) -> int:
-    ids = migrations.revision_ids()
-    current = migrations.current_revision(url)
-    start = ids.index(current) + 1 if current in ids else 0
-    wanted = migrations.script_directory().get_revision(target)
-    stop = ids.index(wanted.revision) + 1 if wanted is not None else len(ids)
-    return max(stop - start, 0)
-
-
 def _migrate(url: str | URL, target: str, entry: MigrationLogEntry, quiet: bool) -> None:
-    announce = _progress(_pending(url, target), quiet)
+    announce = _progress(len(migrations.pending_commits(url, target)), quiet)
     for step in migrations.upgrade_stepwise(url, target, on_start=announce):
-        entry.phases.append({"revision": step.revision, "seconds": round(step.seconds, 3)})
+        entry.phases.append(
+            {
+                "revision": step.revision,
+                "seconds": round(step.seconds, 3),
+                "lock_attempts": step.lock_attempts,
+            }
+        )
         if not quiet:
-            print(f"{step.seconds:6.2f}s  {step.doc.splitlines()[0] if step.doc else ''}")
+            tries = f" ({step.lock_attempts} tries for its locks)" if step.lock_attempts > 1 else ""
+            print(f"{step.seconds:6.2f}s{tries}  {step.doc}")
     entry.to_revision = migrations.current_revision(url)
 
 
@@ -186,6 +189,11 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     failure: BaseException | None = None
     try:
         _migrate(url, args.to, entry, quiet)
+    except RefusedError:
+        # RefusedError before it started (another deploy holds the lock ...): nothing to log.
+        if not quiet:
+            print("REFUSED")
+        raise
     except (CommandError, DBAPIError) as exc:
         failure = exc
         entry.issues.append(f"migration stopped: {first_line(exc)}")
@@ -242,7 +250,11 @@ def cmd_downgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_current(args: argparse.Namespace) -> int:
+    with _connect(args) as connection:
+        partial = transactions.half_applied_text(connection)
     print(migrations.current_revision(_url(args)) or "base (not migrated)")
+    if partial is not None:
+        print(f"  with {partial}: {transactions.NEXT_STEP}")
     return EXIT_PASS
 
 

@@ -69,12 +69,48 @@ def current_revision(url: str | URL) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(url: str | URL, revision: str = "head") -> None:
-    command.upgrade(make_config(url), revision)
+def upgrade(url: str | URL, revision: str = "head") -> dict[str, int]:
+    """Upgrade to ``revision``; returns how many tries each commit needed to get its locks."""
+    config = make_config(url)
+    command.upgrade(config, revision)
+    return dict(config.attributes.get("lock_attempts", {}))
 
 
-def downgrade(url: str | URL, revision: str) -> None:
-    command.downgrade(make_config(url), revision)
+def downgrade(url: str | URL, revision: str) -> dict[str, int]:
+    """Downgrade to ``revision``; returns how many tries each commit needed for its locks."""
+    config = make_config(url)
+    command.downgrade(config, revision)
+    return dict(config.attributes.get("lock_attempts", {}))
+
+
+def commits_with_next(script: Script) -> bool:
+    """True for a revision that runs in one transaction with the next one (see
+    :mod:`crm_schema.transactions`): a run never stops after it."""
+    return bool(getattr(script.module, "commit_with_next", False))
+
+
+def pending_commits(url: str | URL, target: str = "head") -> list[list[Script]]:
+    """What an upgrade to ``target`` will commit, in order: each a revision, or the revisions
+    that commit together."""
+    current = current_revision(url)
+    scripts = revisions_in_order()
+    ids = [s.revision for s in scripts]
+    start = ids.index(current) + 1 if current in ids else 0
+    wanted = script_directory().get_revision(target)
+    stop = ids.index(wanted.revision) + 1 if wanted is not None else len(ids)
+    return commits(scripts[start:stop])
+
+
+def commits(scripts: list[Script] | None = None) -> list[list[Script]]:
+    """The revisions (all by default, oldest first) cut into what commits as one."""
+    batches: list[list[Script]] = []
+    batch: list[Script] = []
+    for script in revisions_in_order() if scripts is None else scripts:
+        batch.append(script)
+        if not commits_with_next(script):
+            batches.append(batch)
+            batch = []
+    return batches + ([batch] if batch else [])
 
 
 @dataclass(frozen=True)
@@ -82,23 +118,21 @@ class StepResult:
     revision: str
     doc: str
     seconds: float
+    lock_attempts: int = 1
 
 
 def upgrade_stepwise(
     url: str | URL,
     target: str = "head",
-    on_start: Callable[[Script], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> Iterator[StepResult]:
-    """Upgrade one revision at a time, yielding each with its duration (for progress output)."""
-    current = current_revision(url)
-    scripts = revisions_in_order()
-    ids = [s.revision for s in scripts]
-    start = ids.index(current) + 1 if current in ids else 0
-    target_id = script_directory().get_revision(target)
-    stop = ids.index(target_id.revision) + 1 if target_id is not None else len(ids)
-    for script in scripts[start:stop]:
+    """Upgrade one commit at a time, yielding each with its duration (for progress output).
+    Revisions that commit together are one step, named ``A + B``."""
+    for batch in pending_commits(url, target):
+        label = " + ".join(s.revision for s in batch)
         if on_start is not None:
-            on_start(script)
+            on_start(label)
         began = time.perf_counter()
-        upgrade(url, script.revision)
-        yield StepResult(script.revision, script.doc or "", time.perf_counter() - began)
+        attempts = upgrade(url, batch[-1].revision)
+        doc = "; ".join((s.doc or "").splitlines()[0] for s in batch if s.doc)
+        yield StepResult(label, doc, time.perf_counter() - began, attempts.get(label, 1))

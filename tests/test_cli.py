@@ -192,17 +192,25 @@ def test_lock_timeout_fails_cleanly_instead_of_queueing(
     command.upgrade(migrations.make_config(empty_db_url), "0001_supabase_compat")
     with empty_engine.connect() as blocker:
         # A long-running transaction holding a lock the baseline needs (its FK to auth.users).
+        blocker.execute(text("SET application_name = 'long-report'"))
         blocker.execute(text("LOCK TABLE auth.users IN ACCESS EXCLUSIVE MODE"))
+        pid = blocker.execute(text("SELECT pg_backend_pid()")).scalar()
         result = crm(
             "upgrade",
             "--url",
             url_text(empty_db_url),
             "--log-dir",
             str(tmp_path),
-            CRM_LOCK_TIMEOUT="300ms",
+            CRM_LOCK_RETRIES="3",
         )
         blocker.rollback()
-    assert "lock timeout" in one_error_line(result)
+    line = one_error_line(result)
+    # Which revision, which table, and who held it, in one line.
+    assert "0002_crm_baseline (upgrade) stopped: could not lock" in line
+    assert "auth.users" in line
+    assert "in 3 attempts" in line
+    assert f"pid {pid} (long-report, idle in transaction, transaction open" in line
+    assert "holds auth.users" in line
     assert migrations.current_revision(empty_db_url) == "0001_supabase_compat"
     # The migration log says the run stopped short and that the runbook's rollback applies.
     text_log = next(tmp_path.glob("migration-*.txt")).read_text()

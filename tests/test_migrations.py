@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from pytest_alembic.tests import (
     test_model_definitions_match_ddl,
     test_single_head_revision,
@@ -44,28 +46,75 @@ def test_revision_ids_are_the_documented_chain() -> None:
     assert [int(id_[:4]) for id_ in ids] == list(range(1, len(ids) + 1))
 
 
-def test_every_revision_walks_up_down_up_exactly(empty_db_url: URL, make_engine: Any) -> None:
-    """At each revision: upgrade one step, downgrade it, and find the catalogs and every row
-    exactly as they were; then upgrade again (the down migration left nothing in the way).
-    Sample CRM rows are loaded at the baseline so every later step must carry them."""
+def _assert_restored(before: Any, after: Any, what: str) -> None:
+    assert catalog.diff(before[0], after[0]) == "", f"downgrade of {what}"
+    # The change log may only grow: a data migration's own changes are audited too.
+    old_log, new_log = before[1].pop("change_log", []), after[1].pop("change_log", [])
+    assert set(old_log) <= set(new_log), f"change_log rows lost by {what}"
+    assert before[1] == after[1], f"rows changed by {what} up/down"
+
+
+def test_every_commit_walks_up_down_up_exactly(empty_db_url: URL, make_engine: Any) -> None:
+    """At each stop (a revision, or revisions that commit together): upgrade one step,
+    downgrade it, and find the catalogs and every row exactly as they were; then upgrade
+    again (the down migration left nothing in the way). Sample CRM rows are loaded at the
+    baseline so every later step must carry them."""
     engine = make_engine(empty_db_url)
     config = _config(empty_db_url)
     previous = "base"
-    for script in migrations.revisions_in_order():
+    for batch in migrations.commits():
+        end = batch[-1].revision
         before = _state(engine)
-        command.upgrade(config, script.revision)
+        command.upgrade(config, end)
         command.downgrade(config, previous)
-        after = _state(engine)
-        assert catalog.diff(before[0], after[0]) == "", f"downgrade of {script.revision}"
-        # The change log may only grow: a data migration's own changes are audited too.
-        old_log, new_log = before[1].pop("change_log", []), after[1].pop("change_log", [])
-        assert set(old_log) <= set(new_log), f"change_log rows lost by {script.revision}"
-        assert before[1] == after[1], f"rows changed by {script.revision} up/down"
-        command.upgrade(config, script.revision)
-        if script.revision == migrations.BASELINE_REVISION:
+        _assert_restored(before, _state(engine), end)
+        command.upgrade(config, end)
+        if end == migrations.BASELINE_REVISION:
             with engine.begin() as connection:
                 sample_data.load(connection)
-        previous = script.revision
+        previous = end
+
+
+def test_revisions_inside_a_commit_walk_exactly_too(empty_db_url: URL, make_engine: Any) -> None:
+    """Revisions that commit together still each have an exact downgrade: walked one by one
+    inside one transaction (a caller's connection, which env.py never splits or commits)."""
+    engine = make_engine(empty_db_url)
+    command.upgrade(_config(empty_db_url), migrations.BASELINE_REVISION)
+    with engine.begin() as connection:
+        sample_data.load(connection)
+    grouped = [batch for batch in migrations.commits() if len(batch) > 1]
+    assert grouped, "no revisions commit together any more: drop this test"
+    for batch in grouped:
+        command.upgrade(_config(empty_db_url), batch[0].down_revision)
+        with engine.connect() as connection:
+            config = _config(empty_db_url)
+            config.attributes["connection"] = connection
+            previous = batch[0].down_revision
+            for script in batch:
+                before = (catalog.snapshot(connection), catalog.table_rows(connection))
+                command.upgrade(config, script.revision)
+                command.downgrade(config, previous)
+                after = (catalog.snapshot(connection), catalog.table_rows(connection))
+                _assert_restored(before, after, script.revision)
+                command.upgrade(config, script.revision)
+                previous = script.revision
+            connection.rollback()
+
+
+def test_a_run_never_stops_inside_a_commit(empty_db_url: URL) -> None:
+    """0006's policies need 0007's default data: neither direction may stop between them,
+    and a refused target changes nothing."""
+    config = _config(empty_db_url)
+    command.upgrade(config, "0005_phase3_functions_triggers")
+    with pytest.raises(CommandError, match="commits together with 0007_phase5_default_data"):
+        command.upgrade(config, "0006_phase4_security_policies")
+    assert migrations.current_revision(empty_db_url) == "0005_phase3_functions_triggers"
+    command.upgrade(config, "head")
+    with pytest.raises(CommandError, match="downgrade to 0005_phase3_functions_triggers"):
+        command.downgrade(config, "0006_phase4_security_policies")
+    assert migrations.current_revision(empty_db_url) == migrations.revision_ids()[-1]
+    command.downgrade(config, "0005_phase3_functions_triggers")
+    assert migrations.current_revision(empty_db_url) == "0005_phase3_functions_triggers"
 
 
 def test_downgrade_base_leaves_nothing_but_the_version_table(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from alembic import command
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -258,9 +259,11 @@ def test_bad_existing_rows_stop_phase2_before_any_change(walk: tuple[Engine, Any
         )
         connection.execute(text("UPDATE products SET unit_price = -1"))
     to(PHASE1)
-    with pytest.raises(DBAPIError) as failure:
+    with pytest.raises(CommandError) as failure:
         to(PHASE2)
     message = str(failure.value)
+    assert message.startswith(f"{PHASE2} (upgrade) stopped: existing rows violate")
+    assert "nothing was changed" in message
     assert "order_items_quantity_check: 2 row(s)" in message
     assert "products_unit_price_check: 2 row(s)" in message
     with engine.connect() as connection:

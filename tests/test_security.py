@@ -662,7 +662,8 @@ def test_defaults_downgrade_removes_only_its_own_rows(empty_db_url: URL, make_en
             )
         )
     command.upgrade(config, "head")  # nothing to do, and no duplicates
-    command.downgrade(config, "0006_phase4_security_policies")
+    # 0007 commits together with 0006; 0006's downgrade leaves role_permissions' rows alone.
+    command.downgrade(config, "0005_phase3_functions_triggers")
     with engine.connect() as conn:
         left = conn.execute(
             text("SELECT role::text, permission::text, resource::text FROM role_permissions")

@@ -175,7 +175,59 @@ def _drop_tracking_columns(table: str) -> str:
     return f"ALTER TABLE public.{table}\n    {drops};\n"
 
 
+# Every lock this revision needs, taken first and in one order: env.py retries the whole
+# transaction with a short lock_timeout until it gets them all, so it never queues the
+# application behind it for long.
+# The order is the one the application's own transactions take locks in: a statement locks
+# its table first, then the tables it refers to (RLS subqueries, foreign-key checks, the policy
+# helpers reading profiles and the permission tables, the change-log trigger last); an order's
+# lines come after their order. Taking them in that order, a migration never holds a table that
+# an in-flight request still needs while it waits for one that request holds.
+LOCK_ORDER = (
+    "tasks",
+    "communications",
+    "orders",
+    "order_items",
+    "dispensary_profiles",
+    "products",
+    "profiles",
+)
+LOCK_CRM_TABLES = (
+    "LOCK TABLE " + ", ".join(f"public.{t}" for t in LOCK_ORDER) + " IN ACCESS EXCLUSIVE MODE"
+)
+LOCK_ALL_TABLES = LOCK_CRM_TABLES.replace(
+    " IN ACCESS",
+    ", public.user_permissions, public.role_permissions, public.user_activity_log, "
+    "public.change_log IN ACCESS",
+)
+
+# Revision 0004 commits in two steps: its indexes are built CONCURRENTLY, outside a
+# transaction. A run stopped between them leaves its first step in place while the database
+# is still recorded at this revision. Rolling back from there must remove that too: the
+# CHECK constraints on baseline columns and the partition function. (Its other constraints
+# and indexes go with the columns and tables dropped below; its partitioned activity log goes
+# with the table.) On a database where 0004 was downgraded normally these find nothing.
+PHASE2_LEFTOVERS = """
+ALTER TABLE public.profiles DROP CONSTRAINT IF EXISTS profiles_email_format_check;
+ALTER TABLE public.dispensary_profiles
+    DROP CONSTRAINT IF EXISTS dispensary_profiles_email_format_check,
+    DROP CONSTRAINT IF EXISTS dispensary_profiles_license_number_format_check,
+    DROP CONSTRAINT IF EXISTS dispensary_profiles_state_check,
+    DROP CONSTRAINT IF EXISTS dispensary_profiles_postal_code_check;
+ALTER TABLE public.products
+    DROP CONSTRAINT IF EXISTS products_unit_price_check,
+    DROP CONSTRAINT IF EXISTS products_thc_percent_check,
+    DROP CONSTRAINT IF EXISTS products_cbd_percent_check;
+ALTER TABLE public.orders DROP CONSTRAINT IF EXISTS orders_total_amount_check;
+ALTER TABLE public.order_items
+    DROP CONSTRAINT IF EXISTS order_items_quantity_check,
+    DROP CONSTRAINT IF EXISTS order_items_unit_price_check;
+DROP FUNCTION IF EXISTS public.ensure_activity_log_partitions(integer, date);
+"""
+
+
 def upgrade() -> None:
+    op.execute(LOCK_CRM_TABLES)
     op.execute(TYPES)
     op.execute(TABLES)
     op.execute("".join(_lock_down(t) for t in NEW_TABLES))
@@ -183,6 +235,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(LOCK_ALL_TABLES)
+    op.execute(PHASE2_LEFTOVERS)
     op.execute("".join(_drop_tracking_columns(t) for t in reversed(TRACKED_TABLES)))
     op.execute("DROP TABLE " + ", ".join(f"public.{t}" for t in reversed(NEW_TABLES)) + ";")
     op.execute(

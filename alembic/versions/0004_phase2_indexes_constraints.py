@@ -26,7 +26,8 @@ Partition months are calendar months in UTC.
 
 from collections.abc import Sequence
 
-from alembic import op
+from alembic import context, op
+from sqlalchemy import text
 
 revision: str = "0004_phase2_indexes_constraints"
 down_revision: str | Sequence[str] | None = "0003_phase1_schema_structure"
@@ -242,6 +243,23 @@ CREATE INDEX IF NOT EXISTS change_log_changed_columns_idx
 """
 
 
+# Every lock the transactional part needs, in the application's order (see 0003). Taken after
+# the pre-check, which only reads (it scans every row, and must not hold these meanwhile).
+LOCKED = (
+    "tasks",
+    "communications",
+    "orders",
+    "order_items",
+    "dispensary_profiles",
+    "products",
+    "profiles",
+    "user_permissions",
+    "user_activity_log",
+    "change_log",
+)
+LOCK_TABLES = "LOCK TABLE " + ", ".join(f"public.{t}" for t in LOCKED) + " IN ACCESS EXCLUSIVE MODE"
+
+
 def _tables_in_order() -> list[str]:
     return list(dict.fromkeys(table for table, _, _ in CHECKS))
 
@@ -287,21 +305,44 @@ def _add_not_valid() -> str:
     )
 
 
+def _index_is_valid(name: str) -> bool:
+    """Online only: True when an earlier, interrupted run already built this index."""
+    if context.is_offline_mode():
+        return False
+    found = op.get_bind().execute(
+        text("SELECT indisvalid FROM pg_catalog.pg_index WHERE indexrelid = to_regclass(:n)"),
+        {"n": f"public.{name}"},
+    )
+    return found.scalar() is True
+
+
+def _validate(table: str) -> str:
+    names = [name for t, name, _ in CHECKS if t == table]
+    return f"ALTER TABLE public.{table} " + ", ".join(f"VALIDATE CONSTRAINT {n}" for n in names)
+
+
 def upgrade() -> None:
     op.execute(_precheck())
+    op.execute(LOCK_TABLES)
     op.execute(_add_not_valid())
     op.execute(PARTITION_FUNCTION)
     op.execute(PARTITION_ACTIVITY_LOG)
     op.execute(CHANGE_LOG_INDEXES)
+    # Committed from here on, one statement at a time; each is safe to run again, so an
+    # upgrade after an interruption finishes the job (the 0003 downgrade undoes it).
     with op.get_context().autocommit_block():
         for name, definition in CONCURRENT_INDEXES:
+            if _index_is_valid(name):
+                continue
+            # A build that was interrupted leaves an invalid index behind: start afresh.
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS public.{name}")
             op.execute(f"CREATE INDEX CONCURRENTLY {name} ON {definition}")
-        for table, name, _ in CHECKS:
-            op.execute(f"ALTER TABLE public.{table} VALIDATE CONSTRAINT {name}")
+        for table in _tables_in_order():
+            op.execute(_validate(table))
 
 
 def downgrade() -> None:
+    op.execute(LOCK_TABLES)
     op.execute(
         "DROP INDEX "
         + ", ".join(f"public.{name}" for name, _ in reversed(CONCURRENT_INDEXES))

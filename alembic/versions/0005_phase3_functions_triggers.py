@@ -506,7 +506,26 @@ def _permission_table_triggers(table: str) -> str:
     )
 
 
+# Every lock this revision needs, taken first and in the application's order (see 0003); env.py
+# retries the transaction with a short lock_timeout until it has them all. The downgrade also
+# re-attaches archived months to the activity log.
+LOCKED = (
+    "tasks",
+    "communications",
+    "orders",
+    "order_items",
+    "dispensary_profiles",
+    "products",
+    "profiles",
+    "user_permissions",
+    "role_permissions",
+)
+LOCK_TABLES = "LOCK TABLE " + ", ".join(f"public.{t}" for t in LOCKED) + " IN ACCESS EXCLUSIVE MODE"
+LOCK_TABLES_DOWN = LOCK_TABLES.replace(" IN ACCESS", ", public.user_activity_log IN ACCESS")
+
+
 def upgrade() -> None:
+    op.execute(LOCK_TABLES)
     op.execute(HELPERS)
     op.execute(USER_HAS_PERMISSION)
     op.execute(LOG_USER_ACTIVITY)
@@ -523,6 +542,7 @@ def _drop_triggers(table: str, names: Sequence[str]) -> str:
 
 def downgrade() -> None:
     logs = ("log_insert", "log_update", "log_delete")
+    op.execute(LOCK_TABLES_DOWN)
     op.execute(
         "".join(_drop_triggers(t, ("set_updated_at", *logs)) for t in PERMISSION_TABLES)
         + "".join(

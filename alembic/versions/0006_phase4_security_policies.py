@@ -358,7 +358,31 @@ def _drop_policies(tables: Sequence[str], commands: Sequence[str] = COMMANDS) ->
     return "".join(f"DROP POLICY {t}_{c} ON public.{t};\n" for t in tables for c in commands)
 
 
+# This revision's policies need the default role permissions that 0007 inserts: committed
+# alone, every agent would see nothing until 0007 ran. So env.py runs the two in one
+# transaction (upgrading and downgrading) and refuses to stop between them.
+commit_with_next = True
+
+# Every lock the two revisions need, taken first, in the application's order (see 0003).
+LOCKED = (
+    "tasks",
+    "communications",
+    "orders",
+    "order_items",
+    "dispensary_profiles",
+    "products",
+    "profiles",
+    "user_permissions",
+    "role_permissions",
+    "user_activity_log",
+    "change_log",
+    "alembic_version",
+)
+LOCK_TABLES = "LOCK TABLE " + ", ".join(f"public.{t}" for t in LOCKED) + " IN ACCESS EXCLUSIVE MODE"
+
+
 def upgrade() -> None:
+    op.execute(LOCK_TABLES)
     op.execute(_drop_policies(BASELINE_POLICY_TABLES))
     op.execute("".join(_crm_policies(t) for t in SCOPES) + ORDER_ITEM_POLICIES)
     op.execute(NEW_TABLE_POLICIES)
@@ -371,6 +395,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     # alembic_version, and API_PRIVILEGES' revocations, stay: what was granted before is not
     # known, and no API role ever needs it.
+    op.execute(LOCK_TABLES)
     op.execute(
         "DROP POLICY no_api_access ON public.alembic_version;\n"
         "ALTER TABLE public.alembic_version DISABLE ROW LEVEL SECURITY;\n"

@@ -175,7 +175,21 @@ VIEW_NAMES = (
 )
 
 
+# Committed together with 0006 (see its commit_with_next), whose upgrade takes the locks
+# first. Downgrading, this revision runs first: it takes every lock 0006's downgrade needs
+# too, in the application's order (see 0003), so the pair never waits for a lock while
+# holding one that the application needs.
+LOCK_DEFAULTS = "LOCK TABLE public.role_permissions IN ACCESS EXCLUSIVE MODE"
+LOCK_WITH_0006 = (
+    "LOCK TABLE public.tasks, public.communications, public.orders, public.order_items, "
+    "public.dispensary_profiles, public.products, public.profiles, public.user_permissions, "
+    "public.role_permissions, public.user_activity_log, public.change_log, "
+    "public.alembic_version IN ACCESS EXCLUSIVE MODE"
+)
+
+
 def upgrade() -> None:
+    op.execute(LOCK_DEFAULTS)
     op.execute(
         "INSERT INTO public.role_permissions (id, role, permission, resource)\n"
         f"SELECT {DEFAULT_ID}, d.role::public.user_role, d.permission::public.permission_type,\n"
@@ -194,6 +208,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(LOCK_WITH_0006)
     op.execute("DROP VIEW " + ", ".join(f"public.{v}" for v in VIEW_NAMES) + ";")
     op.execute(
         "DELETE FROM public.role_permissions AS r\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-from crm_schema import migrations
+from crm_schema import migrations, transactions
 from crm_schema.db import MIN_SERVER_VERSION_NUM
 from crm_schema.runbook.baseline import BASELINE_COLUMNS, drift
 from crm_schema.runbook.report import Report, Status
@@ -63,6 +63,18 @@ def _revision(report: Report, revision: str | None) -> bool:
         detail="" if ok else "unknown revision: a newer crm-schema?",
     )
     return ok
+
+
+def _half_applied(report: Report, connection: Connection) -> None:
+    """A run stopped inside 0004's non-transactional part left some of it in place."""
+    partial = transactions.half_applied_text(connection)
+    report.add(
+        "no revision half applied",
+        partial is None,
+        expected="none",
+        actual=partial or "none",
+        detail="" if partial is None else transactions.NEXT_STEP,
+    )
 
 
 def _baseline(report: Report, connection: Connection, revision: str | None) -> None:
@@ -149,6 +161,7 @@ def run(connection: Connection, admin_email: str, backup_confirmed: bool) -> Rep
         )
         revision = current_revision(connection)
         if _revision(report, revision):
+            _half_applied(report, connection)
             _baseline(report, connection, revision)
         _admin(report, connection, admin_email)
         if backup_confirmed:
