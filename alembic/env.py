@@ -27,7 +27,10 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 # Any constant works; it only has to be the same for every crm-schema deploy.
 MIGRATION_LOCK_KEY = 0x63726D5F  # "crm_"
-DEFAULT_LOCK_TIMEOUT = "5s"
+# Governs only the steps that never block the application (concurrent index builds and
+# validations waiting for older transactions); the steps that do block it wait for their locks
+# briefly and retry instead (crm_schema.locks).
+DEFAULT_LOCK_TIMEOUT = "1min"
 DEFAULT_STATEMENT_TIMEOUT = "30min"
 
 

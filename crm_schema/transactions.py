@@ -213,8 +213,9 @@ def first_cause(exc: BaseException) -> BaseException:
 
 
 def _drop_half_built_index(connection: Connection, statement: str | None) -> str:
-    """After a concurrent build stopped: drop the invalid index it leaves, if that can be
-    done without waiting on the application."""
+    """After a concurrent build stopped: drop the invalid index it leaves. Concurrently, so
+    it never blocks the application; it gives up after a short wait (upgrade and rollback
+    remove it anyway)."""
     match = _CONCURRENT_INDEX.search(statement or "")
     if match is None:
         return ""
@@ -229,34 +230,37 @@ def _drop_half_built_index(connection: Connection, statement: str | None) -> str
     connection.rollback()
     if not invalid:
         return ""
-    for timeout in ("100ms", "200ms", "400ms", "800ms"):
+    # DROP INDEX CONCURRENTLY cannot run in a transaction: a connection of its own.
+    with connection.engine.connect() as own:
+        own.execution_options(isolation_level="AUTOCOMMIT")
         try:
-            with connection.begin():
-                connection.execute(
-                    text("SELECT set_config('lock_timeout', :t, true)"), {"t": timeout}
-                )
-                connection.execute(text(f"DROP INDEX IF EXISTS public.{name}"))
-            return f"; dropped the half-built index {name}"
+            own.execute(text("SET lock_timeout = '2s'"))
+            own.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS public.{name}"))
         except DBAPIError as exc:
-            if not locks.is_lock_timeout(exc):
-                return f"; could not drop the half-built index {name}: {first_line(exc)}"
-    return (
-        f"; the half-built index {name} is still there (its table is busy): "
-        "upgrade or rollback removes it"
-    )
+            reason = "its table is in use" if locks.is_lock_timeout(exc) else first_line(exc)
+            return (
+                f"; the half-built index {name} is still there ({reason}): upgrade or "
+                "rollback removes it"
+            )
+    return f"; dropped the half-built index {name}"
 
 
 def _what_failed(connection: Connection, exc: DBAPIError, attempts: int) -> str:
     statement = exc.statement
     if exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) is None:
         return f"lost the connection to the database ({first_line(exc)})"
+    index = _CONCURRENT_INDEX.search(statement or "")
+    if locks.is_lock_timeout(exc) and index is not None:
+        return (
+            f"building index {index.group(1)} waited lock_timeout for older transactions to "
+            f"finish: waited behind {locks.describe_blockers(connection, statement)}"
+        )
     if locks.is_lock_timeout(exc):
         relations = ", ".join(locks.existing_relations(connection, statement)[:4]) or "its tables"
-        waited = "for older transactions to finish" if "CONCURRENTLY" in (statement or "") else ""
         tries = f" in {attempts} attempts" if attempts > 1 else ""
         return (
-            f"could not lock {relations}{tries} {waited}".rstrip()
-            + f": waited behind {locks.describe_blockers(connection, statement)}"
+            f"could not lock {relations}{tries}: waited behind "
+            f"{locks.describe_blockers(connection, statement)}"
         )
     diag = getattr(exc.orig, "diag", None)
     where = getattr(diag, "constraint_name", None) or getattr(diag, "table_name", None)

@@ -264,3 +264,44 @@ def test_stopping_a_waiting_index_build_from_the_shell(
     ) in (0, 1)
     assert migrations.current_revision(url) == PHASE2
     assert cli.main(["rollback", "--yes", "--url", _text(url), "--json"]) == 0
+
+
+def test_an_open_snapshot_fails_the_index_build_in_one_line_naming_it(
+    clone: Callable[[], URL], tmp_path: Path, capsys: Any
+) -> None:
+    """A long report holds a REPEATABLE READ snapshot (as pg_dump does): a concurrent index
+    build waits for it, then gives up, naming the index and the session it waited for, and
+    drops the index it half built. What committed stays, and says so; the run can simply be
+    repeated later. (pg_dump also holds a share lock on every table: then the revision's
+    locks are what it cannot get, and the message names that instead.)"""
+    url = clone()
+    engine = make_engine(url)
+    dump = engine.connect()
+    dump.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+    dump.execute(text("SET application_name = 'year-end report'"))
+    dump.execute(text("SELECT count(*) FROM pg_catalog.pg_class"))
+    pid = dump.execute(text("SELECT pg_backend_pid()")).scalar()
+    try:
+        os.environ["CRM_LOCK_TIMEOUT"] = "1s"
+        code = cli.main(["upgrade", "--url", _text(url), "--log-dir", str(tmp_path)])
+    finally:
+        del os.environ["CRM_LOCK_TIMEOUT"]
+        dump.rollback()
+        dump.close()
+    line = capsys.readouterr().err.strip()
+    assert code == 2
+    assert line.startswith(f"crm-schema: error: {PHASE2} (upgrade) stopped: building index ")
+    assert "waited lock_timeout for older transactions to finish" in line
+    assert f"pid {pid} (year-end report, idle in transaction, transaction open" in line
+    assert "dropped the half-built index" in line
+    assert f"the database is at {PHASE1} with part of {PHASE2} in place" in line
+    assert "rolled back" not in line
+    assert migrations.current_revision(url) == PHASE1
+    assert cli.main(["upgrade", "--url", _text(url), "--log-dir", str(tmp_path)]) in (0, 1)
+    with engine.connect() as connection:
+        assert (
+            connection.execute(text("SELECT count(*) FROM pg_index WHERE NOT indisvalid")).scalar()
+            == 0
+        )
+        assert transactions.half_applied(connection) is None
+    engine.dispose()
