@@ -211,7 +211,7 @@ def test_upgrade_fills_in_the_migration_log(baseline: Engine, tmp_path: Path) ->
         "Q4 release",
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[6/6] 0008_migration_log" in result.stdout
+    assert "[7/7] 0009_record_revert" in result.stdout
     text_log = next(tmp_path.glob("migration-*.txt")).read_text()
     assert "Verification Status: [X] PASS [ ] FAIL" in text_log
     assert "Rollback Required: [ ] YES [X] NO" in text_log
