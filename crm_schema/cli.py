@@ -410,6 +410,10 @@ def cmd_seed_data(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    if args.permissions:
+        _require_revision(_url(args), stats.DEFAULTS_REVISION, "stats --permissions")
+        with _connect(args) as connection:
+            return _show(stats.permission_review(connection), args)
     _require_revision(_url(args), "0003_phase1_schema_structure", "stats")
     with _connect(args) as connection:
         return _show(stats.run(connection), args)
@@ -567,7 +571,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="archive: list what it would do")
     p.add_argument("--apply", action="store_true", help="schedule: run the pg_cron SQL")
 
-    _add(sub, "stats", "monitoring: activity log, change log, permissions", cmd_stats, json=True)
+    p = _add(
+        sub, "stats", "monitoring: activity log, change log, permissions", cmd_stats, json=True
+    )
+    p.add_argument(
+        "--permissions",
+        action="store_true",
+        help="the yearly permission review: overrides, and role defaults changed since migrating",
+    )
 
     p = _add(
         sub,
