@@ -363,7 +363,9 @@ def cmd_partitions(args: argparse.Namespace) -> int:
         if args.export or args.dry_run:
             export = Path(args.export) if args.export else None
             return _show(
-                partitions.archive_to_files(connection, args.older_than, export, args.dry_run),
+                partitions.archive_to_files(
+                    connection, args.older_than, export, args.dry_run, args.drop
+                ),
                 args,
             )
         return _show(partitions.archive(connection, args.older_than, args.drop), args)

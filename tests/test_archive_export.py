@@ -164,6 +164,8 @@ def test_dry_run_lists_and_changes_nothing(old_months: Engine, tmp_path: Path) -
         "action": "would export 120 rows; would detach and drop",
     }
     assert not out.exists()
+    code, data = cli("partitions", "archive", "--dry-run", "--drop", "--url", url)
+    assert [r["action"] for r in data["tables"]["Partitions"]] == ["would drop"] * 2
     assert partition_exists(old_months, name)
     assert fingerprint(old_months)[0] == 205
 
@@ -227,6 +229,14 @@ def test_restore_refuses_a_damaged_file_and_writes_nothing(
     assert code == 1
     assert "does not match the manifest" in statuses_detail(data, "manifest and checksum")
     assert not partition_exists(old_months, name)
+
+    # An edited manifest cannot point the restore at another file.
+    manifest_file = tmp_path / f"{name}.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest_file.write_text(json.dumps({**manifest, "file": "../elsewhere.csv.gz"}))
+    code, data = cli("partitions", "restore", str(manifest_file), "--url", url)
+    assert code == 1
+    assert "do not agree" in statuses_detail(data, "manifest and checksum")
 
 
 def statuses_detail(data: dict[str, Any], name: str) -> str:

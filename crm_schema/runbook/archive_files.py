@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,15 @@ class Manifest:
             raise ArchiveFileError(f"{path} is not a crm-schema archive manifest: {exc}") from exc
         if manifest.format != FORMAT:
             raise ArchiveFileError(f"{path}: unknown archive format {manifest.format!r}")
+        # The names it carries are used to find files and partitions: they must be the ones an
+        # export writes (no path or SQL smuggled in through an edited manifest).
+        expected = f"user_activity_log_{manifest.month.replace('-', '_')}"
+        if not (
+            re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", manifest.month)
+            and manifest.partition == expected
+            and manifest.file == f"{expected}.csv.gz"
+        ):
+            raise ArchiveFileError(f"{path}: month, partition and file do not agree")
         return manifest
 
 
@@ -137,3 +147,8 @@ class GzipWriter:
         self._gzip.close()
         self._raw.close()
         self.temporary.unlink(missing_ok=True)
+
+
+def quoted(columns: list[str]) -> str:
+    """Column names as a SQL list, each a quoted identifier."""
+    return ", ".join('"' + c.replace('"', '""') + '"' for c in columns)

@@ -23,6 +23,7 @@ from crm_schema.runbook.archive_files import (
     Manifest,
     data_path,
     manifest_path,
+    quoted,
     sha256_of,
     verify,
 )
@@ -164,7 +165,7 @@ def _export(connection: Connection, month: Any, directory: Path) -> Manifest:
         with (
             _psycopg(connection).cursor() as cursor,
             cursor.copy(
-                f"COPY (SELECT {', '.join(columns)} FROM {table} ORDER BY created_at, id) "
+                f"COPY (SELECT {quoted(columns)} FROM {table} ORDER BY created_at, id) "
                 "TO STDOUT WITH (FORMAT csv, HEADER true)"
             ) as copy,
         ):
@@ -229,7 +230,11 @@ def _archive_month(connection: Connection, month: Any, directory: Path, dry_run:
 
 
 def archive_to_files(
-    connection: Connection, older_than: str, directory: Path | None, dry_run: bool
+    connection: Connection,
+    older_than: str,
+    directory: Path | None,
+    dry_run: bool,
+    drop: bool = False,
 ) -> Report:
     """Per month that ended before ``now() - older_than``: export, verify, only then drop.
     A month that fails at any step stays in place, with one line saying why."""
@@ -243,7 +248,7 @@ def archive_to_files(
     rows: list[dict[str, Any]] = []
     for month in _old_months(connection, interval):
         if directory is None:  # --dry-run without --export
-            action = "would detach into activity_archive"
+            action = "would drop" if drop else "would detach into activity_archive"
         else:
             try:
                 action = _archive_month(connection, month, directory, dry_run)
@@ -261,15 +266,15 @@ def archive_to_files(
 def restore(connection: Connection, manifest_file: Path) -> Report:
     """Load an exported month back: check manifest and checksum, recreate the month's
     partition if needed, COPY the rows in; rows already present are never written twice."""
-    manifest = Manifest.read(manifest_file)
-    report = Report(f"Restore {manifest.month} from {manifest_file}")
+    report = Report(f"Restore from {manifest_file}")
     try:
+        manifest = Manifest.read(manifest_file)
         path = verify(manifest, manifest_file.parent)
     except ArchiveFileError as exc:
         report.add("manifest and checksum", False, actual=str(exc))
         return report
     report.add("manifest and checksum", True, actual=f"{manifest.row_count} rows, sha256 ok")
-    columns = ", ".join(manifest.columns)
+    columns = quoted(manifest.columns)
     connection.rollback()
     try:
         with connection.begin():
@@ -297,6 +302,17 @@ def restore(connection: Connection, manifest_file: Path) -> Report:
             ):
                 while chunk := source.read(CHUNK):
                     copy.write(chunk)
+            outside = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_temp.crm_restore_rows WHERE NOT (created_at >= "
+                    "CAST(:low AS timestamptz) AND created_at < CAST(:high AS timestamptz))"
+                ),
+                {"low": manifest.range_from, "high": manifest.range_to},
+            ).scalar_one()
+            if outside:
+                raise LeftInPlaceError(
+                    f"{outside} row(s) in the file are not from {manifest.month}"
+                )
             written = connection.execute(
                 text(
                     f"INSERT INTO public.user_activity_log ({columns}) "
