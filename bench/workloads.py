@@ -1,19 +1,22 @@
 """The measurements: migration at scale, change-tracking overhead, RLS overhead, activity
-logging, partition maintenance and audit storage."""
+logging, partition maintenance, archiving a month to files and back, and audit storage."""
 
 from __future__ import annotations
 
 import json
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
 from bench.harness import REPEATS, Results, alternate, ms, percentile, scalar, seconds
 from crm_schema import migrations
+from crm_schema.runbook import archive_files, partitions
 from crm_schema.runbook.baseline import CRM_TABLES
 
 BASELINE = migrations.BASELINE_REVISION
@@ -551,7 +554,67 @@ def activity_logging(engine: Engine, scale: float, results: Results) -> None:
     results.add("activity log", f"archive (detach) a month of {rows:,} rows", ms(archive))
 
 
-# --- 5. storage --------------------------------------------------------------------------
+# --- 5. a month of activity to files and back ----------------------------------------------
+
+# Rows shaped like real traffic: most with a user, a resource, an address, a browser and a
+# little metadata (what makes the file as big as it would be).
+ARCHIVE_MONTH_ROWS = """
+INSERT INTO public.user_activity_log
+    (user_id, activity, resource, resource_id, metadata, ip_address, user_agent, created_at)
+SELECT :w, (ARRAY['login', 'view', 'view', 'view', 'export']::public.activity_type[])[1 + g % 5],
+       'order', gen_random_uuid(), jsonb_build_object('page', g % 40, 'ms', g % 900),
+       ('10.' || g % 200 || '.' || g % 250 || '.7')::inet,
+       'Mozilla/5.0 (Windows NT 10.0; Win64; x64) CRM/' || g % 9,
+       (date_trunc('month', now() AT TIME ZONE 'UTC') - interval '9 months') AT TIME ZONE 'UTC'
+           + (g % 2500000) * interval '1 second'
+  FROM generate_series(1, :n) AS g
+"""
+
+
+def archive_to_files(engine: Engine, scale: float, results: Results) -> None:
+    """``partitions archive --export`` (COPY out, gzip, read back, drop) and ``restore`` of one
+    month of activity (1,000,000 rows at scale 1)."""
+    rows = max(1000, round(1_000_000 * scale))
+    with engine.begin() as conn:
+        who = conn.execute(text("SELECT id FROM public.profiles LIMIT 1")).scalar_one()
+        conn.execute(
+            text(
+                "SELECT public.ensure_activity_log_partitions(0, "
+                "(date_trunc('month', now() AT TIME ZONE 'UTC') - interval '9 months')::date)"
+            )
+        )
+        conn.execute(text(ARCHIVE_MONTH_ROWS), {"w": who, "n": rows})
+    with (
+        tempfile.TemporaryDirectory(prefix="crm-bench-archive-") as folder,
+        engine.connect() as conn,
+    ):
+        directory = Path(folder)
+        began = time.perf_counter()
+        report = partitions.archive_to_files(conn, "90 days", directory, dry_run=False)
+        export = time.perf_counter() - began
+        if report.failures:
+            raise RuntimeError(f"archive to files failed: {report.failures}")
+        (manifest,) = directory.glob("*.json")
+        size = archive_files.data_path(directory, manifest.stem).stat().st_size
+        results.add(
+            "activity log",
+            f"export a month of {rows:,} rows (COPY, gzip, verify, drop)",
+            ms(export),
+        )
+        results.add(
+            "activity log",
+            "  archive file size (csv.gz)",
+            f"{size / 1e6:,.1f} MB = {size / rows:.0f} B/row",
+        )
+        began = time.perf_counter()
+        report = partitions.restore(conn, manifest)
+        restore = time.perf_counter() - began
+        if report.failures:
+            raise RuntimeError(f"restore failed: {report.failures}")
+        results.add("activity log", f"restore it (checksum, COPY in, {rows:,} rows)", ms(restore))
+
+
+# --- 6. storage --------------------------------------------------------------------------
 
 DAY_OF_TRAFFIC = """
 UPDATE public.orders SET notes = 'day ' || id WHERE id IN

@@ -30,7 +30,15 @@ from crm_schema.db import (
     redact,
     url_from_env,
 )
-from crm_schema.runbook import offline, partitions, preflight, rollback, stats, verify
+from crm_schema.runbook import (
+    archive_files,
+    offline,
+    partitions,
+    preflight,
+    rollback,
+    stats,
+    verify,
+)
 from crm_schema.runbook.baseline import BASELINE_COLUMNS
 from crm_schema.runbook.migration_log import (
     MigrationLogEntry,
@@ -334,17 +342,44 @@ def cmd_sql(args: argparse.Namespace) -> int:
 PARTITIONS_NEED = {
     "ensure": "0004_phase2_indexes_constraints",
     "archive": "0005_phase3_functions_triggers",
+    "restore": "0004_phase2_indexes_constraints",
     "schedule": "0005_phase3_functions_triggers",
 }
+
+
+def _archive_manifest(args: argparse.Namespace) -> Path:
+    """``partitions restore``'s argument: an archive's manifest, or its data file."""
+    if not args.path:
+        raise UsageError(
+            "`crm-schema partitions restore` needs the archive file: "
+            "DIR/user_activity_log_YYYY_MM.json (or its .csv.gz)"
+        )
+    manifest = archive_files.manifest_for(Path(args.path))
+    if not manifest.is_file():
+        raise UsageError(f"no archive manifest {manifest}: give a file `--export` wrote")
+    return manifest
 
 
 def cmd_partitions(args: argparse.Namespace) -> int:
     if args.action == "schedule":
         return _schedule(args)
+    if args.path and args.action != "restore":
+        raise UsageError(f"`partitions {args.action}` takes no file argument ({args.path})")
+    manifest = _archive_manifest(args) if args.action == "restore" else None
     _require_revision(_url(args), PARTITIONS_NEED[args.action], f"partitions {args.action}")
     with _connect(args) as connection:
         if args.action == "ensure":
             return _show(partitions.ensure(connection, args.months_ahead), args)
+        if manifest is not None:
+            return _show(partitions.restore(connection, manifest), args)
+        if args.export or args.dry_run:
+            export = Path(args.export) if args.export else None
+            return _show(
+                partitions.archive_to_files(
+                    connection, args.older_than, export, args.dry_run, args.drop
+                ),
+                args,
+            )
         return _show(partitions.archive(connection, args.older_than, args.drop), args)
 
 
@@ -389,6 +424,10 @@ def cmd_seed_data(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    if args.permissions:
+        _require_revision(_url(args), stats.DEFAULTS_REVISION, "stats --permissions")
+        with _connect(args) as connection:
+            return _show(stats.permission_review(connection), args)
     _require_revision(_url(args), "0003_phase1_schema_structure", "stats")
     with _connect(args) as connection:
         return _show(stats.run(connection), args)
@@ -531,13 +570,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the .sql files")
 
     p = _add(sub, "partitions", "activity-log partition maintenance", cmd_partitions, json=True)
-    p.add_argument("action", choices=["ensure", "archive", "schedule"])
+    p.add_argument("action", choices=["ensure", "archive", "restore", "schedule"])
+    p.add_argument(
+        "path", nargs="?", metavar="FILE", help="restore: an archive's .json (or .csv.gz)"
+    )
     p.add_argument("--months-ahead", type=int, default=11, help="ensure: months after this one")
     p.add_argument("--older-than", default="90d", help="archive: age, e.g. 90d, 12w, 6m")
     p.add_argument("--drop", action="store_true", help="archive: drop instead of detaching")
+    p.add_argument(
+        "--export",
+        metavar="DIR",
+        help="archive: write each month to DIR (csv.gz + manifest), verify, then drop it",
+    )
+    p.add_argument("--dry-run", action="store_true", help="archive: list what it would do")
     p.add_argument("--apply", action="store_true", help="schedule: run the pg_cron SQL")
 
-    _add(sub, "stats", "monitoring: activity log, change log, permissions", cmd_stats, json=True)
+    p = _add(
+        sub, "stats", "monitoring: activity log, change log, permissions", cmd_stats, json=True
+    )
+    p.add_argument(
+        "--permissions",
+        action="store_true",
+        help="the yearly permission review: overrides, and role defaults changed since migrating",
+    )
 
     p = _add(
         sub,

@@ -213,7 +213,7 @@ def test_upgrade_fills_in_the_migration_log(baseline: Engine, tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stdout + result.stderr
     steps = len(migrations.commits()) - 2
-    assert f"[{steps}/{steps}] 0008_migration_log" in result.stdout
+    assert f"[{steps}/{steps}] {HEAD}" in result.stdout
     text_log = next(tmp_path.glob("migration-*.txt")).read_text()
     assert "Verification Status: [X] PASS [ ] FAIL" in text_log
     assert "Rollback Required: [ ] YES [X] NO" in text_log
