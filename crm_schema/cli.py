@@ -32,7 +32,7 @@ from crm_schema.db import (
     url_from_env,
 )
 from crm_schema.runbook import offline, partitions, preflight, rollback, stats, verify
-from crm_schema.runbook.baseline import BASELINE_COLUMNS
+from crm_schema.runbook.baseline import refuse_unstamped_baseline
 from crm_schema.runbook.migration_log import (
     MigrationLogEntry,
     executed_by,
@@ -105,6 +105,7 @@ def _check_upgrade_start(connection: Connection, url: str, target: str) -> None:
         ) from exc
     if _known_revision(url) is not None:
         return
+    refuse_unstamped_baseline(connection)
     tables = list(
         connection.execute(
             text(
@@ -114,12 +115,6 @@ def _check_upgrade_start(connection: Connection, url: str, target: str) -> None:
         ).scalars()
     )
     connection.rollback()
-    if set(tables) & set(BASELINE_COLUMNS):
-        raise UsageError(
-            "the CRM's baseline tables are here but Alembic has no record of them: check them "
-            f"with `crm-schema preflight`, adopt them with `alembic stamp {BASELINE}`, then "
-            "upgrade; nothing was changed"
-        )
     if tables:
         raise UsageError(
             f"the database is not empty and not the CRM ({len(tables)} table(s) in public, "

@@ -77,6 +77,13 @@ def downgrade(url: str | URL, revision: str) -> None:
     command.downgrade(make_config(url), revision)
 
 
+def stamp(url: str | URL, revision: str = BASELINE_REVISION) -> None:
+    """Record ``revision`` without running it: adopting an existing baseline (after preflight)."""
+    config = make_config(url)
+    config.attributes["crm_schema.stamping"] = True  # runbook.baseline.STAMPING
+    command.stamp(config, revision)
+
+
 @dataclass(frozen=True)
 class StepResult:
     revision: str
