@@ -249,7 +249,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     with _connect_any_version(args) as connection:
-        report = preflight.run(connection, args.admin_email, args.backup_confirmed)
+        email = args.admin_email or preflight.DEFAULT_ADMIN_EMAIL
+        report = preflight.run(connection, email, args.backup_confirmed)
     return _show(report, args)
 
 
@@ -266,7 +267,11 @@ def _connect_any_version(args: argparse.Namespace) -> Connection:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    _known_revision(_url(args))
+    if _known_revision(_url(args)) is None:
+        raise UsageError(
+            "the database is not migrated (no Alembic revision): there is nothing to verify; "
+            "run `crm-schema upgrade` first"
+        )
     with _connect(args) as connection:
         return _show(verify.run(connection, args.admin_email), args)
 
@@ -457,8 +462,10 @@ def _add(
 def _admin_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin-email",
-        default=preflight.DEFAULT_ADMIN_EMAIL,
-        help="the admin user the checks look for (default: %(default)s)",
+        help=(
+            f"the admin user the checks look for (default: {preflight.DEFAULT_ADMIN_EMAIL}; "
+            "after a migration it is checked only if it exists, unless given here)"
+        ),
     )
 
 
