@@ -4,8 +4,8 @@ PostgREST, and report its refusals as :mod:`crm_schema.errors`.
 PostgREST runs each request in a transaction that starts with
 ``set_config('request.jwt.claims', <claims>, true)`` and ``set_config('role', <role>, true)``.
 :func:`identify` makes a session do exactly that at the start of every transaction; the sync
-sessions (:func:`user_session`, :func:`service_session`, :func:`session_from_jwt`) and the
-async ones (:mod:`crm_schema.async_session`, re-exported here) all go through it. Both
+sessions (:func:`user_session`, :func:`service_session`, :func:`session_from_jwt`) and their
+async twins (:func:`async_user_session`, ...) all go through it. Both
 settings are transaction-local: when the transaction ends they are gone, so a pooled
 connection never carries one user's identity to the next.
 """
@@ -26,6 +26,9 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from crm_schema.db import normalize_url
 from crm_schema.errors import AccessDenied, ConcurrentEdit, NotFound
+
+if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet (extra ``async``) only when used
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 if TYPE_CHECKING:
     pass
@@ -213,3 +216,33 @@ def user_session(
 def service_session(bind: Engine | Connection) -> Session:
     """A session running as ``service_role`` (bypasses RLS, as Supabase's service key does)."""
     return _session_as(bind, SERVICE_CLAIMS, "service_role")
+
+
+# --- async: the same sessions on an AsyncEngine (extra ``async``: greenlet) ---------------
+
+
+def async_app_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+    """A pooled ``AsyncEngine`` on psycopg's async driver (``postgresql://`` URLs are fine)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    return create_async_engine(normalize_url(url), **kwargs)
+
+
+def _async_session_as(engine: AsyncEngine, claims: Mapping[str, Any], role: str) -> AsyncSession:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    session = AsyncSession(bind=engine, sync_session_class=CrmSession)
+    identify(session.sync_session, claims, role)
+    return session
+
+
+def async_user_session(
+    engine: AsyncEngine, user_id: uuid.UUID, *, email: str | None = None
+) -> AsyncSession:
+    """:func:`user_session` for asyncio: every transaction runs as the signed-in user."""
+    return _async_session_as(engine, user_claims(user_id, email=email), "authenticated")
+
+
+def async_service_session(engine: AsyncEngine) -> AsyncSession:
+    """:func:`service_session` for asyncio: runs as ``service_role``."""
+    return _async_session_as(engine, SERVICE_CLAIMS, "service_role")
