@@ -26,8 +26,10 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from crm_schema.db import normalize_url
 from crm_schema.errors import AccessDenied, ConcurrentEdit, NotFound
+from crm_schema.tokens import token_role, verify_access_token
 
 if TYPE_CHECKING:  # sqlalchemy.ext.asyncio needs greenlet (extra ``async``) only when used
+    from jwt import PyJWKSet
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 if TYPE_CHECKING:
@@ -218,6 +220,24 @@ def service_session(bind: Engine | Connection) -> Session:
     return _session_as(bind, SERVICE_CLAIMS, "service_role")
 
 
+def session_from_jwt(
+    bind: Engine | Connection,
+    token: str,
+    *,
+    secret: str | bytes | None = None,
+    jwks: Mapping[str, Any] | PyJWKSet | None = None,
+    audience: str | None = "authenticated",
+) -> Session:
+    """A session for the user a Supabase access token names, after verifying the token
+    (:func:`crm_schema.tokens.verify_access_token`: raises :class:`InvalidToken`).
+
+    Every claim reaches ``request.jwt.claims`` as PostgREST passes it (``auth.jwt()`` sees
+    ``app_metadata``, ``aal``, ``session_id``, ...), and the role is the token's ``role``.
+    """
+    claims = verify_access_token(token, secret=secret, jwks=jwks, audience=audience)
+    return _session_as(bind, claims, token_role(claims))
+
+
 # --- async: the same sessions on an AsyncEngine (extra ``async``: greenlet) ---------------
 
 
@@ -246,3 +266,16 @@ def async_user_session(
 def async_service_session(engine: AsyncEngine) -> AsyncSession:
     """:func:`service_session` for asyncio: runs as ``service_role``."""
     return _async_session_as(engine, SERVICE_CLAIMS, "service_role")
+
+
+def async_session_from_jwt(
+    engine: AsyncEngine,
+    token: str,
+    *,
+    secret: str | bytes | None = None,
+    jwks: Mapping[str, Any] | PyJWKSet | None = None,
+    audience: str | None = "authenticated",
+) -> AsyncSession:
+    """:func:`session_from_jwt` for asyncio (verifying a token does no I/O)."""
+    claims = verify_access_token(token, secret=secret, jwks=jwks, audience=audience)
+    return _async_session_as(engine, claims, token_role(claims))

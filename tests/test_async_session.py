@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select, text
@@ -26,18 +25,17 @@ from crm_schema.session import (
 from tests import sample_data as s
 
 WHO = text(
-    "SELECT auth.uid(), current_user, current_setting('request.jwt.claims', true), "
-    "pg_backend_pid()"
+    "SELECT auth.uid(), current_user, current_setting('request.jwt.claims', true), pg_backend_pid()"
 )
 
 
 @pytest.fixture
-def loaded(db_url: URL) -> Iterator[URL]:
+def loaded(db_url: URL) -> URL:
     engine = app_engine(db_url)
     with engine.begin() as connection:
         s.load(connection)
     engine.dispose()
-    yield db_url
+    return db_url
 
 
 def _one_connection(url: URL) -> AsyncEngine:
