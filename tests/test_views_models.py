@@ -46,7 +46,8 @@ def test_each_view_model_has_the_views_columns(conn: Connection, model: type) ->
 def test_the_five_views_and_only_they(conn: Connection) -> None:
     views = conn.execute(
         text(
-            "SELECT relname FROM pg_class WHERE relkind = 'v' AND relnamespace = 'public'::regnamespace"
+            "SELECT relname FROM pg_class "
+            "WHERE relkind = 'v' AND relnamespace = 'public'::regnamespace"
         )
     ).scalars()
     assert set(views) == {m.__tablename__ for m in VIEW_MODELS}
