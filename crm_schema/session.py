@@ -115,7 +115,8 @@ class _Pending(NamedTuple):
 
 def _pending_writes(session: Session) -> list[_Pending]:
     found = []
-    for obj in [*session.dirty, *session.deleted]:
+    changed = [obj for obj in session.dirty if session.is_modified(obj)]
+    for obj in [*changed, *session.deleted]:
         state = inspect(obj)
         if state.identity is None:
             continue
