@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from crm_schema import locks, transactions
 from crm_schema.db import DatabaseError, connect_checked, make_engine, normalize_url, url_from_env
 from crm_schema.models import Base, include_name, include_object
+from crm_schema.runbook.baseline import adopting_baseline, refuse_unstamped_baseline
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -233,6 +234,11 @@ def run_migrations_online() -> None:
     except DatabaseError as exc:
         raise CommandError(str(exc)) from exc
     with connection:
+        if not adopting_baseline(config):
+            try:
+                refuse_unstamped_baseline(connection)  # before alembic_version is created
+            except DatabaseError as exc:
+                raise CommandError(str(exc)) from exc
         _run_locked(connection, engine)
 
 

@@ -5,6 +5,7 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
 Frozen history: this file never imports project code that may change later. SQL lives here.
+Made with `alembic revision -m "..." --rev-id NNNN_slug` (the next number, a short slug).
 """
 
 from collections.abc import Sequence

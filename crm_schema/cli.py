@@ -39,7 +39,7 @@ from crm_schema.runbook import (
     stats,
     verify,
 )
-from crm_schema.runbook.baseline import BASELINE_COLUMNS
+from crm_schema.runbook.baseline import refuse_unstamped_baseline
 from crm_schema.runbook.migration_log import (
     MigrationLogEntry,
     executed_by,
@@ -118,6 +118,7 @@ def _check_upgrade_start(connection: Connection, url: str, target: str) -> None:
         )
     if _known_revision(url) is not None:
         return
+    refuse_unstamped_baseline(connection)
     tables = list(
         connection.execute(
             text(
@@ -127,12 +128,6 @@ def _check_upgrade_start(connection: Connection, url: str, target: str) -> None:
         ).scalars()
     )
     connection.rollback()
-    if set(tables) & set(BASELINE_COLUMNS):
-        raise UsageError(
-            "the CRM's baseline tables are here but Alembic has no record of them: check them "
-            f"with `crm-schema preflight`, adopt them with `alembic stamp {BASELINE}`, then "
-            "upgrade; nothing was changed"
-        )
     if tables:
         raise UsageError(
             f"the database is not empty and not the CRM ({len(tables)} table(s) in public, "
@@ -274,7 +269,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     with _connect_any_version(args) as connection:
-        report = preflight.run(connection, args.admin_email, args.backup_confirmed)
+        email = args.admin_email or preflight.DEFAULT_ADMIN_EMAIL
+        report = preflight.run(connection, email, args.backup_confirmed)
     return _show(report, args)
 
 
@@ -291,7 +287,11 @@ def _connect_any_version(args: argparse.Namespace) -> Connection:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    _known_revision(_url(args))
+    if _known_revision(_url(args)) is None:
+        raise UsageError(
+            "the database is not migrated (no Alembic revision): there is nothing to verify; "
+            "run `crm-schema upgrade` first"
+        )
     with _connect(args) as connection:
         return _show(verify.run(connection, args.admin_email), args)
 
@@ -513,8 +513,10 @@ def _add(
 def _admin_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin-email",
-        default=preflight.DEFAULT_ADMIN_EMAIL,
-        help="the admin user the checks look for (default: %(default)s)",
+        help=(
+            f"the admin user the checks look for (default: {preflight.DEFAULT_ADMIN_EMAIL}; "
+            "after a migration it is checked only if it exists, unless given here)"
+        ),
     )
 
 

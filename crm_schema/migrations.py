@@ -113,6 +113,13 @@ def commits(scripts: list[Script] | None = None) -> list[list[Script]]:
     return batches + ([batch] if batch else [])
 
 
+def stamp(url: str | URL, revision: str = BASELINE_REVISION) -> None:
+    """Record ``revision`` without running it: adopting an existing baseline (after preflight)."""
+    config = make_config(url)
+    config.attributes["crm_schema.stamping"] = True  # runbook.baseline.STAMPING
+    command.stamp(config, revision)
+
+
 @dataclass(frozen=True)
 class StepResult:
     revision: str

@@ -17,27 +17,47 @@ from crm_schema.models.products import Product
 from crm_schema.models.profiles import Profile
 from crm_schema.models.soft_delete import INCLUDE_DELETED, restore, soft_delete
 from crm_schema.models.tasks import Task
+from crm_schema.models.views import (
+    VIEW_MODELS,
+    ActiveProfile,
+    DispensarySummary,
+    ReadOnlyView,
+    RecentActivity,
+    RecordChangeHistory,
+    UserEffectivePermission,
+    View,
+    view_metadata,
+)
 
 __all__ = [
     "INCLUDE_DELETED",
     "NAMING_CONVENTION",
+    "VIEW_MODELS",
+    "ActiveProfile",
     "Base",
     "ChangeLog",
     "Communication",
     "DispensaryProfile",
+    "DispensarySummary",
     "MigrationLog",
     "Order",
     "OrderItem",
     "Product",
     "Profile",
+    "ReadOnlyView",
+    "RecentActivity",
+    "RecordChangeHistory",
     "RolePermission",
     "Task",
     "UserActivityLog",
+    "UserEffectivePermission",
     "UserPermission",
+    "View",
     "auth_users",
     "include_name",
     "include_object",
     "metadata",
     "restore",
     "soft_delete",
+    "view_metadata",
 ]

@@ -8,7 +8,11 @@ creates, so the two cannot drift apart.
 
 from __future__ import annotations
 
+from alembic.config import Config
 from sqlalchemy import Connection, text
+
+from crm_schema.db import DatabaseError
+from crm_schema.migrations import BASELINE_REVISION
 
 TZ = "timestamp with time zone"
 MONEY = "numeric(12,2)"
@@ -116,6 +120,52 @@ BASELINE_COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
 
 # The CRM's seven tables: the baseline's, which phase 3 tracks (edits, soft delete, change log).
 CRM_TABLES: tuple[str, ...] = tuple(BASELINE_COLUMNS)
+
+UNSTAMPED_ADVICE = (
+    "the CRM's baseline tables are here but Alembic has no record of them: check them "
+    f"with `crm-schema preflight`, adopt them with `alembic stamp {BASELINE_REVISION}`, then "
+    "upgrade; nothing was changed"
+)
+
+
+STAMPING = "crm_schema.stamping"  # set by migrations.stamp() in the Alembic config's attributes
+
+
+def adopting_baseline(config: Config) -> bool:
+    """True when Alembic runs only to record a revision: ``alembic stamp`` on the command line
+    or :func:`crm_schema.migrations.stamp`. Stamping is how a baseline is adopted, so the
+    refusal below must not stand in its way."""
+    cmd: tuple[object, ...] = getattr(config.cmd_opts, "cmd", None) or ()
+    from_cli = bool(cmd) and getattr(cmd[0], "__name__", "") == "stamp"
+    return from_cli or bool(config.attributes.get(STAMPING))
+
+
+class UnstampedBaselineError(DatabaseError):
+    """Migrating would build the baseline again on top of the production tables."""
+
+
+def refuse_unstamped_baseline(connection: Connection) -> None:
+    """Refuse (:class:`UnstampedBaselineError`) baseline tables without an Alembic revision.
+
+    Revision 0001 would commit, then 0002 would fail on the existing tables. Both
+    ``crm-schema upgrade`` and ``alembic/env.py`` call this before anything is written. It
+    reads only, then ends its transaction so the caller starts clean.
+    """
+    try:
+        if connection.execute(text("SELECT to_regclass('public.alembic_version')")).scalar():
+            return
+        found = connection.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = 'public' "
+                "AND tablename = ANY(:tables))"
+            ),
+            {"tables": list(CRM_TABLES)},
+        ).scalar()
+    finally:
+        connection.rollback()
+    if found:
+        raise UnstampedBaselineError(UNSTAMPED_ADVICE)
+
 
 LIVE_COLUMNS = text(
     """

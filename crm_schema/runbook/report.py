@@ -20,9 +20,16 @@ class Status(StrEnum):
     FAIL = "FAIL"
     WARN = "WARN"
     INFO = "INFO"
+    SKIP = "SKIP"  # not applicable here, with the reason; never a failure
 
 
-COLOURS = {Status.PASS: "32", Status.FAIL: "31", Status.WARN: "33", Status.INFO: "36"}
+COLOURS = {
+    Status.PASS: "32",
+    Status.FAIL: "31",
+    Status.WARN: "33",
+    Status.INFO: "36",
+    Status.SKIP: "36",
+}
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Rolling back drops every table and column the enhancement added: soft-delete marks (the rows
 come back as live rows), permission overrides and non-default role permissions, the activity
 and change logs, and the migration log. The CLI refuses unless told ``--yes`` when any of that
-holds data, and says how much.
+holds data users made, and says how much.
 """
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ AND column_name IN ('deleted_at', 'deleted_by', 'is_active', 'metadata');
 NON_DEFAULT_ROLE_PERMISSIONS = """
 SELECT count(*) FROM public.role_permissions AS d
 WHERE d.id <> md5('crm-schema:0007:' || d.role || ':' || d.permission || ':' || d.resource)::uuid
+"""
+
+# The change log records 0007's inserts of those defaults (by nobody: a migration has no
+# auth.uid()); every other change-log row is a user's change.
+USER_CHANGE_LOG_ROWS = """
+SELECT count(*) FROM public.change_log AS c
+WHERE NOT (
+    c.table_name = 'role_permissions' AND c.operation = 'insert' AND c.changed_by IS NULL
+    AND c.record_id = md5('crm-schema:0007:' || (c.new_values ->> 'role') || ':'
+        || (c.new_values ->> 'permission') || ':' || (c.new_values ->> 'resource'))::uuid
+)
 """
 
 
@@ -58,19 +69,20 @@ def discarded(connection: Connection) -> dict[str, int]:
             counts[f"soft-deleted {table}"] = connection.execute(
                 text(f"SELECT count(*) FROM public.{table} WHERE deleted_at IS NOT NULL")
             ).scalar_one()
+    # Only what users made counts: the migration log (the runbook's own record, written to
+    # a file as well) and the rows revision 0007 wrote, with their change-log entries, would
+    # come back with an upgrade.
     queries = {
         "user permission overrides": "SELECT count(*) FROM public.user_permissions",
         "non-default role permissions": NON_DEFAULT_ROLE_PERMISSIONS,
         "activity log rows": "SELECT count(*) FROM public.user_activity_log",
-        "change log rows": "SELECT count(*) FROM public.change_log",
-        "migration log rows": "SELECT count(*) FROM public.migration_log",
+        "change log rows": USER_CHANGE_LOG_ROWS,
     }
     tables = {
         "user permission overrides": "public.user_permissions",
         "non-default role permissions": "public.role_permissions",
         "activity log rows": "public.user_activity_log",
         "change log rows": "public.change_log",
-        "migration log rows": "public.migration_log",
     }
     for kind, sql in queries.items():
         if _exists(connection, tables[kind]):
