@@ -144,7 +144,10 @@ def _manager() -> dict[str, Rule]:
         "order_items": _rule("order_items", **crm, soft_delete=ALL),
         # As in the baseline: a manager removes only its own communications and tasks.
         "communications": _rule("communications", **crm, soft_delete=("own",)),
-        "tasks": _rule("tasks", **crm, soft_delete=("own",)),
+        "tasks": {
+            **_rule("tasks", **crm, soft_delete=("own",)),
+            "insert": _API_TASK_INSERTS,
+        },
         "user_permissions": _rule("user_permissions", select=ALL),
         "user_activity_log": _rule("user_activity_log", select=ALL),
         "active_profiles": _rule("active_profiles", select=ALL),
@@ -154,12 +157,18 @@ def _manager() -> dict[str, Rule]:
     }
 
 
+# A task's created_by is the database's (the writer): no API user inserts an "assigned" task.
+_API_TASK_INSERTS = ("own", "elsewhere")
+
+
 def _admin() -> dict[str, Rule]:
     rules = {relation: _everything(relation) for relation in ROW_KINDS}
     for log in ("user_activity_log", "change_log", "migration_log"):
         rules[log] = _rule(log, select=ALL)
     # Profiles come from Supabase Auth's sign-up; nobody may rewrite their own overrides.
     rules["profiles"]["insert"] = ()
+    rules["profiles"]["restore"] = ("other",)  # a deleted admin is locked out, as any user
+    rules["tasks"]["insert"] = _API_TASK_INSERTS
     rules["user_permissions"] = _rule(
         "user_permissions", select=ALL, insert=("other",), update=("other",), hard_delete=("other",)
     )

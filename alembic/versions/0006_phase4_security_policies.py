@@ -94,7 +94,12 @@ WRITE_SCOPES = {
 }
 # Where updating reaches further than inserting: the assignee of a task reports progress on
 # it (tasks_guard_assignee limits it to status and completed_at).
-UPDATE_SCOPES = {**WRITE_SCOPES, "tasks": f"({STAFF_OR}({OWN_TASK}) OR assigned_to = {ME})"}
+UPDATE_SCOPES = {
+    **WRITE_SCOPES,
+    "tasks": (
+        f"({STAFF_OR}({OWN_TASK}) OR (assigned_to = {ME} AND created_by IS DISTINCT FROM {ME}))"
+    ),
+}
 # Soft delete also needs the delete permission; as in the baseline, only an admin removes
 # someone else's communication or task.
 DELETE_SCOPES = {
@@ -240,7 +245,8 @@ DECLARE
     progress constant text[] := ARRAY['status', 'completed_at', 'updated_at', 'updated_by',
                                       'version', 'edit_count'];
 BEGIN
-    IF NOT public.request_is_end_user()
+    -- pg_trigger_depth() > 1: a foreign key's action (the assignee's profile was removed).
+    IF NOT public.request_is_end_user() OR pg_catalog.pg_trigger_depth() > 1
        OR public.current_user_role() IN ('admin', 'manager')
        OR OLD.created_by IS NOT DISTINCT FROM auth.uid() THEN
         RETURN NEW;
