@@ -339,19 +339,19 @@ BEGIN
 END
 $fn$;
 REVOKE EXECUTE ON FUNCTION private.log_privileged_activity() FROM PUBLIC;
-CREATE TRIGGER profiles_log_role_change AFTER UPDATE OF role ON public.profiles
+CREATE TRIGGER profiles_record_role_change AFTER UPDATE OF role ON public.profiles
     FOR EACH ROW WHEN (OLD.role IS DISTINCT FROM NEW.role)
     EXECUTE FUNCTION private.log_privileged_activity();
-CREATE TRIGGER user_permissions_log_activity AFTER INSERT OR UPDATE OR DELETE
+CREATE TRIGGER user_permissions_record_activity AFTER INSERT OR UPDATE OR DELETE
     ON public.user_permissions FOR EACH ROW EXECUTE FUNCTION private.log_privileged_activity();
-CREATE TRIGGER role_permissions_log_activity AFTER INSERT OR UPDATE OR DELETE
+CREATE TRIGGER role_permissions_record_activity AFTER INSERT OR UPDATE OR DELETE
     ON public.role_permissions FOR EACH ROW EXECUTE FUNCTION private.log_privileged_activity();
 """
 
 DROP_PRIVATE_SCHEMA = r"""
-DROP TRIGGER role_permissions_log_activity ON public.role_permissions;
-DROP TRIGGER user_permissions_log_activity ON public.user_permissions;
-DROP TRIGGER profiles_log_role_change ON public.profiles;
+DROP TRIGGER role_permissions_record_activity ON public.role_permissions;
+DROP TRIGGER user_permissions_record_activity ON public.user_permissions;
+DROP TRIGGER profiles_record_role_change ON public.profiles;
 DROP FUNCTION private.log_privileged_activity();
 DROP TRIGGER crm_profile_from_auth_user ON auth.users;
 DROP FUNCTION private.profile_from_auth_user();
