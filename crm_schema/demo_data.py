@@ -22,7 +22,9 @@ def _ensure_admin(connection: Connection) -> uuid.UUID:
         return uuid.UUID(str(existing))
     admin = uuid.uuid4()
     connection.execute(
-        text("INSERT INTO auth.users (id, email) VALUES (:i, :e)"), {"i": admin, "e": ADMIN_EMAIL}
+        # No e-mail yet: one would make the sign-up trigger create an agent's profile.
+        text("INSERT INTO auth.users (id) VALUES (:i)"),
+        {"i": admin},
     )
     connection.execute(
         text(
@@ -30,6 +32,9 @@ def _ensure_admin(connection: Connection) -> uuid.UUID:
             "VALUES (:i, :e, 'Stokes', 'admin')"
         ),
         {"i": admin, "e": ADMIN_EMAIL},
+    )
+    connection.execute(
+        text("UPDATE auth.users SET email = :e WHERE id = :i"), {"i": admin, "e": ADMIN_EMAIL}
     )
     return admin
 

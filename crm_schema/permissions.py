@@ -40,7 +40,7 @@ def _override(
     expires_at: dt.datetime | None,
     reason: str | None,
 ) -> UserPermission:
-    # granted_by is left to its default, auth.uid(): the policies insist it is the writer.
+    # granted_by is the database's: a trigger stamps the writer on every API insert and update.
     values = {
         "user_id": user_id,
         "permission": permission,
@@ -56,7 +56,6 @@ def _override(
             "granted": granted,
             "expires_at": expires_at,
             "reason": reason,
-            "granted_by": statement.excluded.granted_by,
         },
     ).returning(UserPermission)
     row: UserPermission = session.scalars(

@@ -106,9 +106,10 @@ def _pick(options: tuple[str, ...], salt: str, index: str) -> str:
 
 
 USERS = f"""
-INSERT INTO auth.users (id, email)
-SELECT {_uuid("user", "g")}, 'user' || g || '@okcrm.example'
-  FROM generate_series(1, :users) AS g ORDER BY g;
+-- The e-mails come after the profiles: one would make the sign-up trigger (0006) create an
+-- agent's profile for each user.
+INSERT INTO auth.users (id)
+SELECT {_uuid("user", "g")} FROM generate_series(1, :users) AS g ORDER BY g;
 INSERT INTO public.profiles (id, email, full_name, role, territory, created_at)
 SELECT {_uuid("user", "g")}, 'user' || g || '@okcrm.example',
        'CRM User ' || g,
@@ -117,6 +118,7 @@ SELECT {_uuid("user", "g")}, 'user' || g || '@okcrm.example',
        {_pick(tuple(p[0] for p in PLACES[:6]), "territory", "g")} || ' metro',
        CAST(:anchor AS timestamptz) - interval '3 years'
   FROM generate_series(1, :users) AS g ORDER BY g;
+UPDATE auth.users AS u SET email = p.email FROM public.profiles AS p WHERE p.id = u.id;
 """
 
 # Agents are the users numbered above the managers; map a number in [0, 1) onto them.

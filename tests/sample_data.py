@@ -68,16 +68,19 @@ VALUES
 def load(connection: Connection) -> None:
     """Insert the sample CRM (as the table owner, so RLS does not apply)."""
     for user_id, email, name, role in USERS:
-        connection.execute(
-            text("INSERT INTO auth.users (id, email) VALUES (:id, :email)"),
-            {"id": user_id, "email": email},
-        )
+        # The e-mail comes after the profile: from 0006 on, an auth.users row with an e-mail
+        # gets a profile of its own (an agent's), and these are made with their role.
+        connection.execute(text("INSERT INTO auth.users (id) VALUES (:id)"), {"id": user_id})
         connection.execute(
             text(
                 "INSERT INTO public.profiles (id, email, full_name, role) "
                 "VALUES (:id, :email, :name, CAST(:role AS public.user_role))"
             ),
             {"id": user_id, "email": email, "name": name, "role": role},
+        )
+        connection.execute(
+            text("UPDATE auth.users SET email = :email WHERE id = :id"),
+            {"id": user_id, "email": email},
         )
     params = {
         "disp_a": DISPENSARY_A,

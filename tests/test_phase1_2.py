@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from crm_schema import migrations
 from crm_schema.runbook.baseline import CRM_TABLES
+from tests import access_model
 from tests import sample_data as s
 
 PHASE1 = "0003_phase1_schema_structure"
@@ -127,6 +128,34 @@ TRACKING_BAD_VALUES = [
     if not (table == "order_items" and name == "metadata")
 ]
 
+
+# One character, or byte, over each documented size bound (docs/access-model.md). E-mails
+# stay well-formed, so only the length check can be what rejects them.
+def _too_long(column: str, limit: int) -> str:
+    if column == "email":
+        return f"{column} = 'a@' || repeat('x', {limit}) || '.ok'"
+    return f"{column} = repeat('x', {limit + 1})"
+
+
+BOUND_BAD_VALUES = [
+    *(
+        (table, None, _too_long(column, limit), f"{table}_{column}_length_check")
+        for table, columns in access_model.TEXT_BOUNDS.items()
+        if table != "user_activity_log"  # a partitioned table's checks are tested below
+        for column, limit in columns.items()
+    ),
+    *(
+        (
+            table,
+            None,
+            f"metadata = jsonb_build_object('x', repeat('x', {access_model.METADATA_BYTES}))",
+            f"{table}_metadata_size_check",
+        )
+        for table in access_model.JSONB_BOUNDED
+        if table != "user_activity_log"
+    ),
+]
+
 # (table, id of a sample row or None for all rows, bad assignment, the constraint that must
 # reject it)
 BAD_VALUES = [
@@ -163,6 +192,7 @@ BAD_VALUES = [
     ("orders", s.ORDER_A, "total_amount = -5", "orders_total_amount_check"),
     ("order_items", None, "unit_price = -1", "order_items_unit_price_check"),
     ("tasks", None, "metadata = '\"text\"'", "tasks_metadata_check"),
+    *BOUND_BAD_VALUES,
 ]
 
 
@@ -171,6 +201,14 @@ def test_constraint_rejects_bad_value_by_name(
     conn: Connection, table: str, row_id: Any, assignment: str, constraint: str
 ) -> None:
     s.load(conn)
+    if table == "user_permissions":  # the sample CRM has no overrides
+        conn.execute(
+            text(
+                "INSERT INTO user_permissions (user_id, permission, resource) "
+                "VALUES (:u, 'read', 'order')"
+            ),
+            {"u": s.AGENT_A},
+        )
     where = "id = :id" if row_id else "true"
     # Triggers off (as for a bulk load): the constraint itself must hold the line, even for
     # the columns phase 3's triggers normally manage.
@@ -240,6 +278,40 @@ def test_activity_metadata_must_be_an_object(conn: Connection) -> None:
         conn.execute(
             text("INSERT INTO user_activity_log (activity, metadata) VALUES ('view', '[1]')")
         )
+
+
+@pytest.mark.parametrize(
+    ("values", "constraint"),
+    [
+        (
+            f"'view', jsonb_build_object('x', repeat('x', {access_model.METADATA_BYTES})), NULL",
+            "user_activity_log_metadata_size_check",
+        ),
+        ("'view', '{}', repeat('x', 513)", "user_activity_log_user_agent_length_check"),
+    ],
+)
+def test_activity_log_rows_are_bounded(conn: Connection, values: str, constraint: str) -> None:
+    sql = f"INSERT INTO user_activity_log (activity, metadata, user_agent) VALUES ({values})"
+    with pytest.raises(IntegrityError, match=constraint):
+        conn.execute(text(sql))
+
+
+def test_every_user_writable_text_and_jsonb_column_is_bounded(conn: Connection) -> None:
+    """Every text or jsonb column an API user may write has a documented bound."""
+    writable = conn.execute(
+        text(
+            "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') "
+            "AND NOT c.relispartition AND a.attnum > 0 AND a.atttypid IN ('text'::regtype, "
+            "'jsonb'::regtype) AND (has_column_privilege('authenticated', c.oid, a.attname, "
+            "'INSERT') OR has_column_privilege('authenticated', c.oid, a.attname, 'UPDATE'))"
+        )
+    ).all()
+    bounded = {(t, c) for t, cols in access_model.TEXT_BOUNDS.items() for c in cols}
+    bounded |= {(t, "metadata") for t in access_model.JSONB_BOUNDED}
+    bounded |= {(t, c) for t, cols in access_model.FORMAT_BOUNDED.items() for c in cols}
+    assert writable
+    assert {tuple(row) for row in writable} - bounded == set()
 
 
 def test_constraints_are_validated(conn: Connection) -> None:

@@ -46,6 +46,40 @@ TRACKED = (
 WITH_METADATA = tuple(t for t in TRACKED if t != "order_items")
 EMAIL = r"'^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$'"
 
+# Size bounds on what users write (docs/access-model.md lists them): without one, a single
+# request could store megabytes, and the change log would copy them for ever. Characters for
+# text; bytes of the jsonb's text form for metadata. license_number, state and postal_code
+# are bounded by their format checks.
+TEXT_BOUNDS: tuple[tuple[str, str, int], ...] = (
+    ("profiles", "email", 320),
+    ("profiles", "full_name", 200),
+    ("profiles", "phone", 40),
+    ("profiles", "territory", 200),
+    ("dispensary_profiles", "name", 200),
+    ("dispensary_profiles", "dba_name", 200),
+    ("dispensary_profiles", "contact_name", 200),
+    ("dispensary_profiles", "phone", 40),
+    ("dispensary_profiles", "email", 320),
+    ("dispensary_profiles", "address_line1", 200),
+    ("dispensary_profiles", "address_line2", 200),
+    ("dispensary_profiles", "city", 100),
+    ("dispensary_profiles", "county", 100),
+    ("dispensary_profiles", "notes", 10000),
+    ("products", "name", 200),
+    ("products", "sku", 64),
+    ("products", "brand", 200),
+    ("products", "description", 10000),
+    ("products", "unit_size", 64),
+    ("orders", "notes", 10000),
+    ("communications", "subject", 500),
+    ("communications", "body", 20000),
+    ("tasks", "title", 500),
+    ("tasks", "description", 10000),
+    ("user_permissions", "reason", 1000),
+)
+METADATA_BYTES = 8192
+USER_AGENT_CHARS = 512
+
 # (table, constraint name, condition). Names follow the models' naming convention.
 CHECKS: tuple[tuple[str, str, str], ...] = (
     *((t, f"{t}_version_check", "version >= 1") for t in TRACKED),
@@ -55,6 +89,11 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
         for t in TRACKED
     ),
     *((t, f"{t}_metadata_check", "jsonb_typeof(metadata) = 'object'") for t in WITH_METADATA),
+    *(
+        (t, f"{t}_metadata_size_check", f"octet_length(metadata::text) <= {METADATA_BYTES}")
+        for t in WITH_METADATA
+    ),
+    *((t, f"{t}_{c}_length_check", f"char_length({c}) <= {n}") for t, c, n in TEXT_BOUNDS),
     ("profiles", "profiles_email_format_check", f"email ~* {EMAIL}"),
     ("profiles", "profiles_login_count_check", "login_count >= 0"),
     (
@@ -205,7 +244,11 @@ BEGIN
         ALTER INDEX public.user_activity_log_pkey RENAME TO user_activity_log_unpartitioned_pkey;
         CREATE TABLE public.user_activity_log ({ACTIVITY_COLUMNS},
             CONSTRAINT user_activity_log_pkey PRIMARY KEY (id, created_at),
-            CONSTRAINT user_activity_log_metadata_check CHECK (jsonb_typeof(metadata) = 'object')
+            CONSTRAINT user_activity_log_metadata_check CHECK (jsonb_typeof(metadata) = 'object'),
+            CONSTRAINT user_activity_log_metadata_size_check
+                CHECK (octet_length(metadata::text) <= {METADATA_BYTES}),
+            CONSTRAINT user_activity_log_user_agent_length_check
+                CHECK (char_length(user_agent) <= {USER_AGENT_CHARS})
         ) PARTITION BY RANGE (created_at);
         {ACTIVITY_COMMENT}
         {ACTIVITY_GRANTS}

@@ -182,18 +182,34 @@ $fn$;
 """
 
 LOG_USER_ACTIVITY = r"""
--- The client's address in PostgREST's request headers: the first X-Forwarded-For hop, else
--- X-Real-IP. A malformed value gives NULL rather than a failed log write.
+-- The client's address in PostgREST's request headers, by the trusted-proxy rule: every proxy
+-- appends the address it accepted the connection from to X-Forwarded-For, and only the
+-- entries added by proxies we trust are facts; whatever is left of them the client wrote.
+-- crm.trusted_proxy_hops (default 1: the platform's own gateway) says how many there are; the
+-- client is the entry that many places from the right. X-Real-IP is the client's to write and
+-- is ignored. A missing hop or a malformed value gives NULL rather than a failed log write.
 CREATE FUNCTION public.request_client_ip(headers jsonb) RETURNS inet
-    LANGUAGE plpgsql IMMUTABLE
+    LANGUAGE plpgsql STABLE
     SET search_path = ''
 AS $fn$
 DECLARE
+    setting constant text := coalesce(nullif(current_setting('crm.trusted_proxy_hops', true), ''),
+                                      '1');
+    hops integer;
+    entries text[];
     candidate text;
 BEGIN
-    candidate := btrim(split_part(coalesce(headers ->> 'x-forwarded-for',
-                                           headers ->> 'x-real-ip'), ',', 1));
-    IF candidate IS NULL OR candidate = '' THEN
+    IF setting !~ '^[0-9]{1,2}$' THEN
+        RAISE EXCEPTION 'crm.trusted_proxy_hops must be a whole number from 0 to 99, not %',
+            setting USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    hops := setting::integer;
+    entries := string_to_array(headers ->> 'x-forwarded-for', ',');
+    IF hops = 0 OR entries IS NULL OR cardinality(entries) < hops THEN
+        RETURN NULL;
+    END IF;
+    candidate := btrim(entries[cardinality(entries) - hops + 1]);
+    IF candidate = '' THEN
         RETURN NULL;
     END IF;
     -- The exception block (a subtransaction) only when there is something to parse.
@@ -216,14 +232,45 @@ CREATE FUNCTION public.log_user_activity(
     SET search_path = ''
 AS $fn$
 DECLARE
+    -- What an API caller can vouch for itself. Role and permission changes, data changes and
+    -- system events are recorded by the database's own triggers, never taken from a caller.
+    api_activities constant public.activity_type[] :=
+        ARRAY['login', 'logout', 'login_failed', 'view', 'export', 'report_run'];
+    -- The bounds of user_activity_log's checks, refused here with a readable message.
+    max_metadata_bytes constant integer := 8192;
+    max_user_agent_chars constant integer := 512;
     target uuid := p_user_id;
     caller uuid;
     -- Read and parsed once: the IP and the user agent both come from it.
     headers constant jsonb := nullif(current_setting('request.headers', true), '')::jsonb;
+    v_metadata constant jsonb := coalesce(p_metadata, '{}'::jsonb);
+    v_user_agent constant text := headers ->> 'user-agent';
+    signed_in boolean;
     new_id uuid;
 BEGIN
     IF p_activity IS NULL THEN
         RAISE EXCEPTION 'activity must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF jsonb_typeof(v_metadata) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object, not %', jsonb_typeof(v_metadata)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(v_metadata::text) > max_metadata_bytes THEN
+        RAISE EXCEPTION 'metadata is too large: % bytes, at most % allowed',
+            octet_length(v_metadata::text), max_metadata_bytes
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    IF char_length(v_user_agent) > max_user_agent_chars THEN
+        RAISE EXCEPTION 'user agent is too long: % characters, at most % allowed',
+            char_length(v_user_agent), max_user_agent_chars
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    IF current_setting('role', true) IN ('anon', 'authenticated', 'service_role')
+       OR coalesce(auth.role() IN ('anon', 'authenticated', 'service_role'), false) THEN
+        IF p_activity <> ALL (api_activities) THEN
+            RAISE EXCEPTION 'permission denied: % is recorded by the database, not through the '
+                            'API', p_activity USING ERRCODE = 'insufficient_privilege';
+        END IF;
     END IF;
     IF public.request_is_end_user() THEN
         caller := auth.uid();
@@ -237,17 +284,26 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
     END IF;
-    IF target IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM public.profiles AS p WHERE p.id = target) THEN
-        RAISE EXCEPTION 'no user with id %', target USING ERRCODE = 'foreign_key_violation';
+    IF target IS NOT NULL THEN
+        SELECT p.is_active AND p.deleted_at IS NULL INTO signed_in
+          FROM public.profiles AS p WHERE p.id = target;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'no user with id %', target USING ERRCODE = 'foreign_key_violation';
+        END IF;
+        -- A deactivated or deleted user can still hold a valid token: all it may leave in the
+        -- log is that it tried to sign in.
+        IF NOT signed_in AND p_activity <> 'login_failed' THEN
+            RAISE EXCEPTION 'permission denied: an inactive or deleted user may only log '
+                            'login_failed' USING ERRCODE = 'insufficient_privilege';
+        END IF;
     END IF;
 
     INSERT INTO public.user_activity_log
         (user_id, activity, resource, resource_id, metadata, ip_address, user_agent)
     VALUES (
-        target, p_activity, p_resource, p_resource_id, coalesce(p_metadata, '{}'::jsonb),
+        target, p_activity, p_resource, p_resource_id, v_metadata,
         CASE WHEN headers IS NOT NULL THEN public.request_client_ip(headers) END,
-        headers ->> 'user-agent'
+        v_user_agent
     )
     RETURNING id INTO new_id;
 
@@ -335,9 +391,23 @@ BEGIN
         RETURN NEW;
     END IF;
 
-    IF NEW.id IS DISTINCT FROM OLD.id THEN
-        RAISE EXCEPTION '%.id cannot be changed', TG_TABLE_NAME
+    -- Identity is the database's: no session rewrites it. (tasks.created_by may only become
+    -- NULL: its foreign key does that when the creator's profile is removed.)
+    IF NEW.id IS DISTINCT FROM OLD.id OR NEW.created_at IS DISTINCT FROM OLD.created_at THEN
+        RAISE EXCEPTION '%.id and %.created_at cannot be changed', TG_TABLE_NAME, TG_TABLE_NAME
             USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    -- (Nested IFs: PL/pgSQL resolves NEW.order_number even where AND would skip it.)
+    IF TG_TABLE_NAME = 'orders' THEN
+        IF NEW.order_number IS DISTINCT FROM OLD.order_number THEN
+            RAISE EXCEPTION 'orders.order_number cannot be changed'
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+    ELSIF TG_TABLE_NAME = 'tasks' THEN
+        IF NEW.created_by IS DISTINCT FROM OLD.created_by AND NEW.created_by IS NOT NULL THEN
+            RAISE EXCEPTION 'tasks.created_by cannot be changed'
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
     END IF;
     -- Bookkeeping is the database's: whatever the client sent is replaced.
     NEW.version := OLD.version;

@@ -63,47 +63,60 @@ def can(permission: str, resource: str) -> str:
 
 
 STAFF_OR = f"{STAFF} OR "
-MY_ORDER_OR_DISPENSARY = f"agent_id = {ME} OR dispensary_id IN {MY_DISPENSARIES}"
+MINE = f"dispensary_id IN {MY_DISPENSARIES}"
 
-# table -> (resource, rows it may read/update, rows it may insert, rows its owner may always
-# read and update). Staff (admins, managers) reach every row, as in the baseline; profiles
-# and products are shared reference data, scoped by permission alone.
-SCOPES: dict[str, tuple[str, str, str, str | None]] = {
-    "profiles": ("profile", "true", "true", f"id = {ME}"),
-    "dispensary_profiles": (
-        "dispensary",
-        f"({STAFF_OR}assigned_agent_id = {ME})",
-        f"({STAFF_OR}assigned_agent_id = {ME})",
-        None,
-    ),
-    "products": ("product", "true", "true", None),
-    "orders": (
-        "order",
-        f"({STAFF_OR}{MY_ORDER_OR_DISPENSARY})",
-        f"({STAFF_OR}(agent_id = {ME} AND dispensary_id IN {MY_DISPENSARIES}))",
-        None,
-    ),
-    "communications": (
-        "communication",
-        f"({STAFF_OR}{MY_ORDER_OR_DISPENSARY})",
-        f"({STAFF_OR}(agent_id = {ME} AND dispensary_id IN {MY_DISPENSARIES}))",
-        None,
-    ),
+# docs/access-model.md is the reviewed form of these rules. Staff (admins, managers) reach
+# every row, as in the baseline; profiles and products are shared reference data, scoped by
+# permission alone. An agent reads what it owns and what hangs off its dispensaries, but
+# writes only what it owns at its dispensaries: so no update can take a row over, or move
+# one into or out of anyone's scope (the update check is the insert check).
+READ_SCOPES = {
+    "profiles": "true",
+    "dispensary_profiles": f"({STAFF_OR}assigned_agent_id = {ME})",
+    "products": "true",
+    "orders": f"({STAFF_OR}agent_id = {ME} OR {MINE})",
+    "communications": f"({STAFF_OR}agent_id = {ME} OR {MINE})",
+    "tasks": f"({STAFF_OR}assigned_to = {ME} OR created_by = {ME})",
+}
+# A task an agent creates is its own (created_by is the database's), at one of its
+# dispensaries or none, and assigned to itself or no one.
+OWN_TASK = (
+    f"created_by = {ME} AND (assigned_to IS NULL OR assigned_to = {ME}) "
+    f"AND (dispensary_id IS NULL OR {MINE})"
+)
+WRITE_SCOPES = {
+    "profiles": "true",
+    "dispensary_profiles": f"({STAFF_OR}assigned_agent_id = {ME})",
+    "products": "true",
+    "orders": f"({STAFF_OR}(agent_id = {ME} AND {MINE}))",
+    "communications": f"({STAFF_OR}(agent_id = {ME} AND {MINE}))",
+    "tasks": f"({STAFF_OR}({OWN_TASK}))",
+}
+# Where updating reaches further than inserting: the assignee of a task reports progress on
+# it (tasks_guard_assignee limits it to status and completed_at).
+UPDATE_SCOPES = {
+    **WRITE_SCOPES,
     "tasks": (
-        "task",
-        f"({STAFF_OR}assigned_to = {ME} OR created_by = {ME})",
-        f"({STAFF_OR}created_by = {ME})",
-        None,
+        f"({STAFF_OR}({OWN_TASK}) OR (assigned_to = {ME} AND created_by IS DISTINCT FROM {ME}))"
     ),
 }
-
-# Where an updated row must meet more than the read scope: as in the baseline, an agent
-# cannot hand an order or communication to another agent, nor move an order to a
-# dispensary that is not its own.
-UPDATE_CHECKS = {
-    "orders": f"({STAFF_OR}(agent_id = {ME} AND dispensary_id IN {MY_DISPENSARIES}))",
-    "communications": f"({STAFF_OR}agent_id = {ME})",
+# Soft delete also needs the delete permission; as in the baseline, only an admin removes
+# someone else's communication or task.
+DELETE_SCOPES = {
+    "communications": f"({ADMIN} OR agent_id = {ME})",
+    "tasks": f"({ADMIN} OR created_by = {ME})",
 }
+RESOURCES = {
+    "profiles": "profile",
+    "dispensary_profiles": "dispensary",
+    "products": "product",
+    "orders": "order",
+    "communications": "communication",
+    "tasks": "task",
+}
+# Its own profile a user may always read, and edit while active.
+OWNERS = {"profiles": f"id = {ME}"}
+SCOPES = RESOURCES  # the tables with policies of this shape, in order
 
 
 # A deactivated or deleted user has no role: it may still read its own profile (so an app can
@@ -112,42 +125,46 @@ ACTIVE = "(SELECT public.current_user_role()) IS NOT NULL"
 
 
 def _crm_policies(table: str) -> str:
-    resource, scope, insert_scope, owner = SCOPES[table]
+    resource, owner = RESOURCES[table], OWNERS.get(table)
     read_ok = can("read", resource) if owner is None else f"({can('read', resource)} OR {owner})"
     update_ok = (
         can("update", resource)
         if owner is None
         else f"({can('update', resource)} OR ({owner} AND {ACTIVE}))"
     )
-    soft_delete_ok = f"(deleted_at IS NULL OR {can('delete', resource)})"
-    check_scope = UPDATE_CHECKS.get(table, scope)
+    delete_scope = DELETE_SCOPES.get(table, "true")
+    soft_delete_ok = f"(deleted_at IS NULL OR ({can('delete', resource)} AND {delete_scope}))"
+    write, update = WRITE_SCOPES[table], UPDATE_SCOPES[table]
     return f"""
 CREATE POLICY {table}_select ON public.{table} FOR SELECT TO authenticated
-    USING ({read_ok} AND {scope} AND {LIVE});
+    USING ({read_ok} AND {READ_SCOPES[table]} AND {LIVE});
 CREATE POLICY {table}_insert ON public.{table} FOR INSERT TO authenticated
-    WITH CHECK ({can("create", resource)} AND {insert_scope} AND deleted_at IS NULL);
+    WITH CHECK ({can("create", resource)} AND {write} AND deleted_at IS NULL);
 CREATE POLICY {table}_update ON public.{table} FOR UPDATE TO authenticated
-    USING ({update_ok} AND {scope} AND {LIVE})
-    WITH CHECK ({update_ok} AND {check_scope} AND {soft_delete_ok});
+    USING ({update_ok} AND {update} AND {LIVE})
+    WITH CHECK ({update_ok} AND {update} AND {soft_delete_ok});
 CREATE POLICY {table}_delete ON public.{table} FOR DELETE TO authenticated
     USING ({ADMIN});
 """
 
 
-# Order lines follow their order: visible (and writable) exactly when the order is. EXISTS,
-# not IN: each line looks up its own order by primary key. "order_id IN (SELECT id FROM
-# orders)" would make every query find all the orders the user may see (a full scan).
-# Removing (soft-deleting) a line is an edit of its order, so it needs update on order, not
-# delete: the baseline let whoever sees an order delete its lines.
+# Order lines follow their order: readable when the order is, and written (added, changed,
+# removed) only by whoever may update the order, under the order's update rule. EXISTS, not
+# IN: each line looks up its own order by primary key. "order_id IN (SELECT id FROM orders)"
+# would make every query find all the orders the user may see (a full scan).
 VISIBLE_ORDER = "EXISTS (SELECT 1 FROM public.orders AS o WHERE o.id = order_id)"
+WRITABLE_ORDER = (
+    "EXISTS (SELECT 1 FROM public.orders AS o WHERE o.id = order_id AND "
+    f"({STAFF_OR}(o.agent_id = {ME} AND o.dispensary_id IN {MY_DISPENSARIES})))"
+)
 ORDER_ITEM_POLICIES = f"""
 CREATE POLICY order_items_select ON public.order_items FOR SELECT TO authenticated
     USING ({can("read", "order")} AND {VISIBLE_ORDER} AND {LIVE});
 CREATE POLICY order_items_insert ON public.order_items FOR INSERT TO authenticated
-    WITH CHECK ({can("create", "order")} AND {VISIBLE_ORDER} AND deleted_at IS NULL);
+    WITH CHECK ({can("update", "order")} AND {WRITABLE_ORDER} AND deleted_at IS NULL);
 CREATE POLICY order_items_update ON public.order_items FOR UPDATE TO authenticated
-    USING ({can("update", "order")} AND {VISIBLE_ORDER} AND {LIVE})
-    WITH CHECK ({can("update", "order")} AND {VISIBLE_ORDER});
+    USING ({can("update", "order")} AND {WRITABLE_ORDER} AND {LIVE})
+    WITH CHECK ({can("update", "order")} AND {WRITABLE_ORDER});
 CREATE POLICY order_items_delete ON public.order_items FOR DELETE TO authenticated
     USING ({ADMIN});
 """
@@ -185,15 +202,168 @@ CREATE POLICY change_log_select ON public.change_log FOR SELECT TO authenticated
 """
 
 # Who wrote a permission row is the database's to say: granted_by and created_by default to
-# the writer and the policies insist on it; a role default's creator cannot be rewritten
-# later (UPDATE is granted on the columns that say what the default is, not on created_by).
+# the writer, a trigger stamps granted_by on every API write and the policies insist on it;
+# neither column (nor created_at) is granted to the API, so neither can be forged or rewritten.
 NEW_TABLE_GRANTS = """
-GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.user_permissions TO authenticated;
-GRANT SELECT, INSERT, DELETE ON TABLE public.role_permissions TO authenticated;
-GRANT UPDATE (role, permission, resource) ON TABLE public.role_permissions TO authenticated;
+GRANT SELECT, DELETE ON TABLE public.user_permissions TO authenticated;
+GRANT INSERT (user_id, permission, resource, granted, expires_at, reason)
+    ON TABLE public.user_permissions TO authenticated;
+GRANT UPDATE (permission, resource, granted, expires_at, reason)
+    ON TABLE public.user_permissions TO authenticated;
+GRANT SELECT, DELETE ON TABLE public.role_permissions TO authenticated;
+GRANT INSERT (role, permission, resource), UPDATE (role, permission, resource)
+    ON TABLE public.role_permissions TO authenticated;
 GRANT SELECT ON TABLE public.user_activity_log, public.change_log TO authenticated;
 ALTER TABLE public.user_permissions ALTER COLUMN granted_by SET DEFAULT auth.uid();
 ALTER TABLE public.role_permissions ALTER COLUMN created_by SET DEFAULT auth.uid();
+"""
+
+WRITER_STAMPS = r"""
+-- Whoever last granted or changed an override through the API is its granted_by.
+CREATE FUNCTION public.stamp_granted_by() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $fn$
+BEGIN
+    IF public.request_is_end_user() THEN
+        NEW.granted_by := auth.uid();
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION public.stamp_granted_by() FROM PUBLIC, anon, authenticated;
+CREATE TRIGGER user_permissions_stamp_granted_by BEFORE INSERT OR UPDATE
+    ON public.user_permissions FOR EACH ROW EXECUTE FUNCTION public.stamp_granted_by();
+
+-- The assignee of someone else's task reports progress on it (status, completed_at); what
+-- the task is, whom it is for and whether it exists stay its creator's (and staff's).
+CREATE FUNCTION public.guard_task_assignee() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $fn$
+DECLARE
+    progress constant text[] := ARRAY['status', 'completed_at', 'updated_at', 'updated_by',
+                                      'version', 'edit_count'];
+BEGIN
+    -- pg_trigger_depth() > 1: a foreign key's action (the assignee's profile was removed).
+    IF NOT public.request_is_end_user() OR pg_catalog.pg_trigger_depth() > 1
+       OR public.current_user_role() IN ('admin', 'manager')
+       OR OLD.created_by IS NOT DISTINCT FROM auth.uid() THEN
+        RETURN NEW;
+    END IF;
+    IF (to_jsonb(NEW) - progress) IS DISTINCT FROM (to_jsonb(OLD) - progress) THEN
+        RAISE EXCEPTION 'permission denied: the assignee of a task may change only its status '
+                        'and completed_at' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION public.guard_task_assignee() FROM PUBLIC, anon, authenticated;
+CREATE TRIGGER tasks_guard_assignee BEFORE UPDATE ON public.tasks
+    FOR EACH ROW EXECUTE FUNCTION public.guard_task_assignee();
+"""
+
+# Functions that must bypass RLS and are not for the API live in schema private: PostgREST
+# does not expose it and the API roles have no USAGE on it. Created only where missing, with
+# a marker, so the downgrade removes only what this revision made.
+PRIVATE_SCHEMA = r"""
+DO $private$
+BEGIN
+    IF to_regnamespace('private') IS NULL THEN
+        CREATE SCHEMA private;
+        COMMENT ON SCHEMA private IS 'crm-schema:0006_phase4_security_policies';
+        REVOKE ALL ON SCHEMA private FROM PUBLIC;
+    END IF;
+END
+$private$;
+
+-- Supabase Auth owns who a user is: a new auth.users row gets its profile (role agent,
+-- active, full_name from the sign-up's user metadata), and profiles.email follows
+-- auth.users.email. A user without an e-mail (phone sign-up) gets its profile when it adds
+-- one. to_jsonb(NEW): the shim's auth.users and Supabase's do not have the same columns.
+CREATE FUNCTION private.profile_from_auth_user() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = ''
+AS $fn$
+BEGIN
+    IF NEW.email IS NOT NULL THEN
+        INSERT INTO public.profiles (id, email, full_name)
+        VALUES (NEW.id, NEW.email,
+                left(nullif(btrim(to_jsonb(NEW) -> 'raw_user_meta_data' ->> 'full_name'), ''),
+                     200))
+        ON CONFLICT (id) DO UPDATE SET email = excluded.email
+            WHERE public.profiles.email IS DISTINCT FROM excluded.email;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION private.profile_from_auth_user() FROM PUBLIC;
+CREATE TRIGGER crm_profile_from_auth_user AFTER INSERT OR UPDATE OF email ON auth.users
+    FOR EACH ROW EXECUTE FUNCTION private.profile_from_auth_user();
+
+-- Privileged events are the database's to record: a role change, and every permission
+-- granted, changed or revoked through the API, with the real actor.
+CREATE FUNCTION private.log_privileged_activity() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = ''
+AS $fn$
+DECLARE
+    changed jsonb;
+    event public.activity_type;
+BEGIN
+    -- Direct database sessions (migrations, DBA scripts) are in change_log already.
+    IF auth.role() IS NULL
+       AND current_setting('role', true) NOT IN ('anon', 'authenticated', 'service_role') THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        changed := to_jsonb(OLD);
+    ELSE
+        changed := to_jsonb(NEW);
+    END IF;
+    IF TG_TABLE_NAME = 'profiles' THEN
+        event := 'role_changed';
+        changed := jsonb_build_object('user_id', NEW.id, 'from', OLD.role, 'to', NEW.role);
+    ELSIF TG_OP <> 'DELETE' AND coalesce((changed ->> 'granted')::boolean, true) THEN
+        event := 'permission_granted';
+    ELSE
+        event := 'permission_revoked';
+    END IF;
+    INSERT INTO public.user_activity_log (user_id, activity, resource, resource_id, metadata)
+    VALUES (auth.uid(), event, CASE WHEN TG_TABLE_NAME = 'profiles' THEN 'profile'
+                                    ELSE 'permission' END::public.resource_type,
+            (changed ->> CASE WHEN TG_TABLE_NAME = 'profiles' THEN 'user_id' ELSE 'id' END)::uuid,
+            jsonb_build_object('table', TG_TABLE_NAME, 'operation', lower(TG_OP))
+                || (changed - 'created_at' - 'updated_at'));
+    RETURN NULL;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION private.log_privileged_activity() FROM PUBLIC;
+CREATE TRIGGER profiles_record_role_change AFTER UPDATE OF role ON public.profiles
+    FOR EACH ROW WHEN (OLD.role IS DISTINCT FROM NEW.role)
+    EXECUTE FUNCTION private.log_privileged_activity();
+CREATE TRIGGER user_permissions_record_activity AFTER INSERT OR UPDATE OR DELETE
+    ON public.user_permissions FOR EACH ROW EXECUTE FUNCTION private.log_privileged_activity();
+CREATE TRIGGER role_permissions_record_activity AFTER INSERT OR UPDATE OR DELETE
+    ON public.role_permissions FOR EACH ROW EXECUTE FUNCTION private.log_privileged_activity();
+"""
+
+DROP_PRIVATE_SCHEMA = r"""
+DROP TRIGGER role_permissions_record_activity ON public.role_permissions;
+DROP TRIGGER user_permissions_record_activity ON public.user_permissions;
+DROP TRIGGER profiles_record_role_change ON public.profiles;
+DROP FUNCTION private.log_privileged_activity();
+DROP TRIGGER crm_profile_from_auth_user ON auth.users;
+DROP FUNCTION private.profile_from_auth_user();
+DO $private$
+BEGIN
+    -- No CASCADE: if something else was put in the schema, stop and say so.
+    IF obj_description(to_regnamespace('private'), 'pg_namespace')
+       = 'crm-schema:0006_phase4_security_policies' THEN
+        DROP SCHEMA private;
+    END IF;
+END
+$private$;
 """
 
 PROFILE_GUARD = r"""
@@ -240,6 +410,84 @@ CREATE POLICY no_api_access ON public.alembic_version AS RESTRICTIVE
 """
 
 CRM_TABLES = (*SCOPES, "order_items")
+
+# The columns API users may write; everything else is the database's: id, created_at,
+# created_by, order_number, granted_by, the tracking columns (version, edit_count,
+# updated_at, updated_by, deleted_by), profiles' e-mail (it follows auth.users) and login
+# bookkeeping. Soft delete and restore write deleted_at, so only UPDATE includes it.
+# (insert columns, update columns)
+WRITABLE_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "profiles": ((), ("full_name", "role", "phone", "territory", "is_active", "metadata")),
+    "dispensary_profiles": (
+        (
+            "name", "dba_name", "license_number", "license_status", "license_expires_on",
+            "status", "contact_name", "phone", "email", "address_line1", "address_line2",
+            "city", "county", "state", "postal_code", "assigned_agent_id", "notes", "metadata",
+        ),
+        (),
+    ),
+    "products": (
+        (
+            "name", "sku", "category", "strain_type", "brand", "description", "thc_percent",
+            "cbd_percent", "unit_size", "unit_price", "is_available", "metadata",
+        ),
+        (),
+    ),
+    "orders": (
+        (
+            "dispensary_id", "agent_id", "status", "order_date", "requested_delivery_date",
+            "delivered_at", "total_amount", "notes", "metadata",
+        ),
+        (),
+    ),
+    "order_items": (("order_id", "product_id", "quantity", "unit_price"), ()),
+    "communications": (
+        (
+            "dispensary_id", "agent_id", "type", "subject", "body", "occurred_at",
+            "follow_up_on", "metadata",
+        ),
+        (),
+    ),
+    "tasks": (
+        (
+            "title", "description", "assigned_to", "dispensary_id", "status", "priority",
+            "due_date", "completed_at", "metadata",
+        ),
+        (),
+    ),
+}  # fmt: skip
+
+
+def _column_grants() -> str:
+    grants = []
+    for table, (insert, update) in WRITABLE_COLUMNS.items():
+        update = update or insert
+        grants.append(f"REVOKE INSERT, UPDATE ON TABLE public.{table} FROM authenticated;")
+        if insert:
+            grants.append(
+                f"GRANT INSERT ({', '.join(insert)}) ON TABLE public.{table} TO authenticated;"
+            )
+        grants.append(
+            f"GRANT UPDATE ({', '.join((*update, 'deleted_at'))}) ON TABLE public.{table} "
+            "TO authenticated;"
+        )
+    return (
+        "\n".join(grants)
+        + "\nALTER TABLE public.tasks ALTER COLUMN created_by SET DEFAULT auth.uid();\n"
+    )
+
+
+def _undo_column_grants() -> str:
+    return (
+        "".join(
+            f"REVOKE INSERT, UPDATE ON TABLE public.{t} FROM authenticated;\n"
+            f"GRANT INSERT, UPDATE ON TABLE public.{t} TO authenticated;\n"
+            for t in WRITABLE_COLUMNS
+        )
+        + "ALTER TABLE public.tasks ALTER COLUMN created_by DROP DEFAULT;\n"
+    )
+
+
 BASELINE_POLICY_TABLES = (
     "profiles",
     "dispensary_profiles",
@@ -364,6 +612,8 @@ def _drop_policies(tables: Sequence[str], commands: Sequence[str] = COMMANDS) ->
 commit_with_next = True
 
 # Every lock the two revisions need, taken first, in the application's order (see 0003).
+# Not auth.users: it belongs to Supabase Auth, and the migrating role may create a trigger on
+# it but not lock it explicitly there; the trigger's brief lock is taken when it is created.
 LOCKED = (
     "tasks",
     "communications",
@@ -387,8 +637,11 @@ def upgrade() -> None:
     op.execute("".join(_crm_policies(t) for t in SCOPES) + ORDER_ITEM_POLICIES)
     op.execute(NEW_TABLE_POLICIES)
     op.execute(NEW_TABLE_GRANTS)
+    op.execute(_column_grants())
     op.execute(API_PRIVILEGES)
     op.execute(PROFILE_GUARD)
+    op.execute(WRITER_STAMPS)
+    op.execute(PRIVATE_SCHEMA)
     op.execute(ALEMBIC_VERSION)
 
 
@@ -396,6 +649,14 @@ def downgrade() -> None:
     # alembic_version, and API_PRIVILEGES' revocations, stay: what was granted before is not
     # known, and no API role ever needs it.
     op.execute(LOCK_TABLES)
+    op.execute(DROP_PRIVATE_SCHEMA)
+    op.execute(
+        "DROP TRIGGER tasks_guard_assignee ON public.tasks;\n"
+        "DROP FUNCTION public.guard_task_assignee();\n"
+        "DROP TRIGGER user_permissions_stamp_granted_by ON public.user_permissions;\n"
+        "DROP FUNCTION public.stamp_granted_by();\n"
+    )
+    op.execute(_undo_column_grants())
     op.execute(
         "DROP POLICY no_api_access ON public.alembic_version;\n"
         "ALTER TABLE public.alembic_version DISABLE ROW LEVEL SECURITY;\n"

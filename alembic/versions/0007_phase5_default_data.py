@@ -8,8 +8,10 @@ Default role permissions (what each role may do before any per-user override):
 
 - ``admin``: ``manage`` on every resource (admins pass every check anyway; the rows make
   that visible in ``user_effective_permissions``).
-- ``manager``: ``read`` on every resource, ``export`` on reports and CRM data, and the
-  baseline's ``create`` / ``update`` on dispensaries, orders, communications and tasks.
+- ``manager``: ``read`` on every resource but ``change_log`` (it holds deleted content:
+  admins and granted auditors only), ``export`` on reports and CRM data, and the baseline's
+  ``create`` / ``update`` on dispensaries, orders, communications and tasks and ``delete``
+  (soft) on the communications and tasks it owns.
 - ``agent``: what the baseline let an agent do: ``read`` / ``create`` / ``update`` on
   dispensaries, orders, communications and tasks (the policies limit these to the agent's
   own dispensaries and the rows hanging off them), ``delete`` (soft) on its communications
@@ -60,9 +62,13 @@ CRM_RESOURCES = ("dispensary", "order", "communication", "task")
 
 DEFAULTS: tuple[tuple[str, str, str], ...] = (
     *(("admin", "manage", r) for r in ALL_RESOURCES),
-    *(("manager", "read", r) for r in ALL_RESOURCES),
+    # Not change_log: it holds the content of soft-deleted rows, which is for admins and for
+    # auditors granted read on change_log in user_permissions.
+    *(("manager", "read", r) for r in ALL_RESOURCES if r != "change_log"),
     *(("manager", "export", r) for r in ("report", *CRM_RESOURCES)),
     *(("manager", p, r) for p in ("create", "update") for r in CRM_RESOURCES),
+    # The baseline let a manager delete the communications and tasks it owns.
+    *(("manager", "delete", r) for r in ("communication", "task")),
     *(("agent", p, r) for p in ("read", "create", "update") for r in CRM_RESOURCES),
     *(("agent", "delete", r) for r in ("communication", "task")),
     *(("agent", "read", r) for r in ("product", "profile")),

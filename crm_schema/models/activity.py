@@ -14,13 +14,15 @@ from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_schema.enums import ActivityType, ResourceType
-from crm_schema.models.base import Base, JsonObject, pg_enum
+from crm_schema.models.base import METADATA_BYTES, Base, JsonObject, length_checks, pg_enum
 
 
 class UserActivityLog(Base):
     __tablename__ = "user_activity_log"
     __table_args__ = (
         CheckConstraint("jsonb_typeof(metadata) = 'object'", name="metadata"),
+        CheckConstraint(f"octet_length(metadata::text) <= {METADATA_BYTES}", name="metadata_size"),
+        *length_checks("user_activity_log"),
         Index("user_activity_log_user_time_idx", "user_id", text("created_at DESC")),
         Index(
             "user_activity_log_resource_idx",

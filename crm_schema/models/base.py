@@ -108,8 +108,46 @@ def tracking_checks(*, with_metadata: bool = True) -> tuple[CheckConstraint, ...
         CheckConstraint("deleted_by IS NULL OR deleted_at IS NOT NULL", name="deleted_by"),
     )
     if with_metadata:
-        checks += (CheckConstraint("jsonb_typeof(metadata) = 'object'", name="metadata"),)
+        checks += (
+            CheckConstraint("jsonb_typeof(metadata) = 'object'", name="metadata"),
+            CheckConstraint(
+                f"octet_length(metadata::text) <= {METADATA_BYTES}", name="metadata_size"
+            ),
+        )
     return checks
+
+
+# Size bounds on what users write (revision 0004; docs/access-model.md lists them).
+METADATA_BYTES = 8192
+TEXT_BOUNDS: dict[str, dict[str, int]] = {
+    "profiles": {"email": 320, "full_name": 200, "phone": 40, "territory": 200},
+    "dispensary_profiles": {
+        "name": 200,
+        "dba_name": 200,
+        "contact_name": 200,
+        "phone": 40,
+        "email": 320,
+        "address_line1": 200,
+        "address_line2": 200,
+        "city": 100,
+        "county": 100,
+        "notes": 10000,
+    },
+    "products": {"name": 200, "sku": 64, "brand": 200, "description": 10000, "unit_size": 64},
+    "orders": {"notes": 10000},
+    "communications": {"subject": 500, "body": 20000},
+    "tasks": {"title": 500, "description": 10000},
+    "user_permissions": {"reason": 1000},
+    "user_activity_log": {"user_agent": 512},
+}
+
+
+def length_checks(table: str) -> tuple[CheckConstraint, ...]:
+    """``<table>_<column>_length_check`` for each bounded text column of ``table``."""
+    return tuple(
+        CheckConstraint(f"char_length({column}) <= {limit}", name=f"{column}_length")
+        for column, limit in TEXT_BOUNDS[table].items()
+    )
 
 
 # Objects the models deliberately do not describe as tables, so autogenerate leaves them
@@ -162,6 +200,7 @@ __all__: Sequence[str] = (
     "created_at",
     "include_name",
     "include_object",
+    "length_checks",
     "metadata",
     "pg_enum",
     "tracking_checks",

@@ -16,6 +16,7 @@ from crm_schema.models.base import (
     HasMetadata,
     Tracked,
     created_at,
+    length_checks,
     pg_enum,
     tracking_checks,
     updated_at,
@@ -33,6 +34,7 @@ class DispensaryProfile(Tracked, HasMetadata, Base):
     __tablename__ = "dispensary_profiles"
     __table_args__ = (
         *tracking_checks(),
+        *length_checks("dispensary_profiles"),
         CheckConstraint(f"email IS NULL OR email ~* {EMAIL_PATTERN}", name="email_format"),
         CheckConstraint(
             "license_number IS NULL OR license_number ~ '^[A-Z]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}$'",

@@ -16,6 +16,7 @@ from crm_schema.models.base import (
     HasMetadata,
     Tracked,
     created_at,
+    length_checks,
     pg_enum,
     tracking_checks,
     updated_at,
@@ -32,6 +33,7 @@ class Order(Tracked, HasMetadata, Base):
     __tablename__ = "orders"
     __table_args__ = (
         *tracking_checks(),
+        *length_checks("orders"),
         CheckConstraint("total_amount >= 0", name="total_amount"),
         Index(
             "orders_dispensary_date_live_idx",

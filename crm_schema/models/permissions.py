@@ -15,7 +15,14 @@ from sqlalchemy import CheckConstraint, ForeignKey, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_schema.enums import PermissionType, ResourceType, UserRole
-from crm_schema.models.base import Base, created_at, pg_enum, updated_at, uuid_pk
+from crm_schema.models.base import (
+    Base,
+    created_at,
+    length_checks,
+    pg_enum,
+    updated_at,
+    uuid_pk,
+)
 
 if TYPE_CHECKING:
     from crm_schema.models.profiles import Profile
@@ -45,6 +52,7 @@ class UserPermission(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "permission", "resource"),
         CheckConstraint("expires_at IS NULL OR expires_at > created_at", name="expires_at"),
+        *length_checks("user_permissions"),
         {
             "comment": "Per-user overrides of the role defaults: granted = true allows, "
             "false denies; an expired row (expires_at in the past) no longer applies."

@@ -15,6 +15,7 @@ from crm_schema.models.base import (
     HasMetadata,
     Tracked,
     created_at,
+    length_checks,
     pg_enum,
     tracking_checks,
     updated_at,
@@ -28,6 +29,7 @@ class Product(Tracked, HasMetadata, Base):
     __tablename__ = "products"
     __table_args__ = (
         *tracking_checks(),
+        *length_checks("products"),
         CheckConstraint("unit_price >= 0", name="unit_price"),
         CheckConstraint("thc_percent BETWEEN 0 AND 100", name="thc_percent"),
         CheckConstraint("cbd_percent BETWEEN 0 AND 100", name="cbd_percent"),

@@ -16,6 +16,7 @@ from crm_schema.models.base import (
     HasMetadata,
     Tracked,
     created_at,
+    length_checks,
     pg_enum,
     tracking_checks,
     updated_at,
@@ -30,6 +31,7 @@ class Profile(Tracked, HasMetadata, Base):
     __tablename__ = "profiles"
     __table_args__ = (
         *tracking_checks(),
+        *length_checks("profiles"),
         CheckConstraint(f"email ~* {EMAIL_PATTERN}", name="email_format"),
         CheckConstraint("login_count >= 0", name="login_count"),
         Index("profiles_metadata_idx", "metadata", postgresql_using="gin"),

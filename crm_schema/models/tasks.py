@@ -15,6 +15,7 @@ from crm_schema.models.base import (
     HasMetadata,
     Tracked,
     created_at,
+    length_checks,
     pg_enum,
     tracking_checks,
     updated_at,
@@ -30,6 +31,7 @@ class Task(Tracked, HasMetadata, Base):
     __tablename__ = "tasks"
     __table_args__ = (
         *tracking_checks(),
+        *length_checks("tasks"),
         Index(
             "tasks_assignee_open_idx",
             "assigned_to",
