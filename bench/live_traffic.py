@@ -28,14 +28,17 @@ from sqlalchemy.engine import URL
 
 from crm_schema.db import normalize_url
 
+# Agents with dispensaries, each with a task it created, is assigned and that belongs to one
+# of its dispensaries: one an agent may update at the baseline and at head alike.
 SUBJECTS = """
 SELECT p.id, array_agg(DISTINCT d.id) AS dispensaries,
-       (SELECT t.id FROM public.tasks AS t WHERE t.created_by = p.id AND t.assigned_to = p.id
+       (SELECT t.id FROM public.tasks AS t
+         WHERE t.created_by = p.id AND t.assigned_to = p.id
+           AND t.dispensary_id = ANY (array_agg(d.id))
          ORDER BY t.id LIMIT 1) AS task
   FROM public.profiles AS p JOIN public.dispensary_profiles AS d ON d.assigned_agent_id = p.id
  WHERE p.role = 'agent'
  GROUP BY p.id
-HAVING EXISTS (SELECT 1 FROM public.tasks AS t WHERE t.created_by = p.id AND t.assigned_to = p.id)
  ORDER BY p.id
  LIMIT 50
 """
@@ -112,6 +115,7 @@ class Traffic:
             subjects = [
                 Subject(str(row[0]), [str(d) for d in row[1]], str(row[2]))
                 for row in conn.execute(SUBJECTS)
+                if row[2] is not None
             ]
             products = [(str(r[0]), float(r[1])) for r in conn.execute(PRODUCTS)]
         if not subjects or not products:

@@ -239,7 +239,7 @@ def test_offline_sql_builds_the_same_schema(
     result = alembic("upgrade", "head", "--sql")
     assert result.returncode == 0, result.stderr
     sql = result.stdout
-    assert "SET lock_timeout = '5s'" in sql
+    assert "SET lock_timeout = '1min'" in sql
     assert "CREATE TABLE public.profiles" in sql
     script = tmp_path / "upgrade.sql"
     script.write_text(sql)

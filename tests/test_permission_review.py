@@ -53,7 +53,7 @@ def test_lists_overrides_with_granter_and_expiry_and_changed_defaults(engine: En
         connection.execute(
             text(
                 "INSERT INTO role_permissions (role, permission, resource, created_by) "
-                "VALUES ('manager', 'delete', 'task', :admin)"
+                "VALUES ('manager', 'delete', 'product', :admin)"
             ),
             {"admin": s.ADMIN},
         )
@@ -77,7 +77,7 @@ def test_lists_overrides_with_granter_and_expiry_and_changed_defaults(engine: En
     assert check(data, "expired overrides")["status"] == "WARN"
     added = data["tables"]["Role defaults added since the migration"]
     assert [(a["role"], a["permission"], a["resource"], a["added_by"]) for a in added] == [
-        ("manager", "delete", "task", s.ADMIN_EMAIL)
+        ("manager", "delete", "product", s.ADMIN_EMAIL)
     ]
     assert data["tables"]["Role defaults removed since the migration"] == [
         {"role": "agent", "permission": "read", "resource": "product"}
@@ -88,6 +88,6 @@ def test_lists_overrides_with_granter_and_expiry_and_changed_defaults(engine: En
 
 
 def test_needs_the_default_permissions_revision(empty_db_url: URL) -> None:
-    command.upgrade(migrations.make_config(empty_db_url), "0006_phase4_security_policies")
+    command.upgrade(migrations.make_config(empty_db_url), "0005_phase3_functions_triggers")
     line = one_error_line(crm("stats", "--permissions", "--url", url_text(empty_db_url)))
     assert "`crm-schema stats --permissions` needs 0007_phase5_default_data" in line

@@ -57,7 +57,8 @@ def test_an_admin_asked_for_by_name_must_exist(empty_db_url: URL, tmp_path: Path
 
 def test_upgrade_to_each_revision_then_verify_exit_0(empty_db_url: URL, tmp_path: Path) -> None:
     url = url_text(empty_db_url)
-    for revision in IDS:
+    # Every revision a run can stop at (0006 commits only together with 0007).
+    for revision in (batch[-1].revision for batch in migrations.commits()):
         code, data = _json("upgrade", "--url", url, "--to", revision, "--log-dir", str(tmp_path))
         assert code == 0, (revision, [c for c in data["checks"] if c["status"] == "FAIL"])
         assert _checks(data)["Alembic revision"]["actual"] == revision

@@ -207,23 +207,67 @@ LOCK_ALL_TABLES = LOCK_CRM_TABLES.replace(
 # CHECK constraints on baseline columns and the partition function. (Its other constraints
 # and indexes go with the columns and tables dropped below; its partitioned activity log goes
 # with the table.) On a database where 0004 was downgraded normally these find nothing.
-PHASE2_LEFTOVERS = """
-ALTER TABLE public.profiles DROP CONSTRAINT IF EXISTS profiles_email_format_check;
-ALTER TABLE public.dispensary_profiles
-    DROP CONSTRAINT IF EXISTS dispensary_profiles_email_format_check,
-    DROP CONSTRAINT IF EXISTS dispensary_profiles_license_number_format_check,
-    DROP CONSTRAINT IF EXISTS dispensary_profiles_state_check,
-    DROP CONSTRAINT IF EXISTS dispensary_profiles_postal_code_check;
-ALTER TABLE public.products
-    DROP CONSTRAINT IF EXISTS products_unit_price_check,
-    DROP CONSTRAINT IF EXISTS products_thc_percent_check,
-    DROP CONSTRAINT IF EXISTS products_cbd_percent_check;
-ALTER TABLE public.orders DROP CONSTRAINT IF EXISTS orders_total_amount_check;
-ALTER TABLE public.order_items
-    DROP CONSTRAINT IF EXISTS order_items_quantity_check,
-    DROP CONSTRAINT IF EXISTS order_items_unit_price_check;
-DROP FUNCTION IF EXISTS public.ensure_activity_log_partitions(integer, date);
-"""
+PHASE2_CHECKS_ON_BASELINE_COLUMNS = {
+    "profiles": (
+        "profiles_email_length_check",
+        "profiles_full_name_length_check",
+        "profiles_phone_length_check",
+        "profiles_territory_length_check",
+        "profiles_email_format_check",
+    ),
+    "dispensary_profiles": (
+        "dispensary_profiles_name_length_check",
+        "dispensary_profiles_dba_name_length_check",
+        "dispensary_profiles_contact_name_length_check",
+        "dispensary_profiles_phone_length_check",
+        "dispensary_profiles_email_length_check",
+        "dispensary_profiles_address_line1_length_check",
+        "dispensary_profiles_address_line2_length_check",
+        "dispensary_profiles_city_length_check",
+        "dispensary_profiles_county_length_check",
+        "dispensary_profiles_notes_length_check",
+        "dispensary_profiles_email_format_check",
+        "dispensary_profiles_license_number_format_check",
+        "dispensary_profiles_state_check",
+        "dispensary_profiles_postal_code_check",
+    ),
+    "products": (
+        "products_name_length_check",
+        "products_sku_length_check",
+        "products_brand_length_check",
+        "products_description_length_check",
+        "products_unit_size_length_check",
+        "products_unit_price_check",
+        "products_thc_percent_check",
+        "products_cbd_percent_check",
+    ),
+    "orders": (
+        "orders_notes_length_check",
+        "orders_total_amount_check",
+    ),
+    "order_items": (
+        "order_items_quantity_check",
+        "order_items_unit_price_check",
+    ),
+    "communications": (
+        "communications_subject_length_check",
+        "communications_body_length_check",
+    ),
+    "tasks": (
+        "tasks_title_length_check",
+        "tasks_description_length_check",
+    ),
+}
+
+
+def _phase2_leftovers() -> str:
+    drops = "".join(
+        f"ALTER TABLE public.{table} "
+        + ", ".join(f"DROP CONSTRAINT IF EXISTS {name}" for name in names)
+        + ";\n"
+        for table, names in PHASE2_CHECKS_ON_BASELINE_COLUMNS.items()
+    )
+    return drops + "DROP FUNCTION IF EXISTS public.ensure_activity_log_partitions(integer, date);\n"
 
 
 def upgrade() -> None:
@@ -236,7 +280,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(LOCK_ALL_TABLES)
-    op.execute(PHASE2_LEFTOVERS)
+    op.execute(_phase2_leftovers())
     op.execute("".join(_drop_tracking_columns(t) for t in reversed(TRACKED_TABLES)))
     op.execute("DROP TABLE " + ", ".join(f"public.{t}" for t in reversed(NEW_TABLES)) + ";")
     op.execute(
