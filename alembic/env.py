@@ -18,7 +18,14 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from crm_schema import locks, transactions
-from crm_schema.db import DatabaseError, connect_checked, make_engine, normalize_url, url_from_env
+from crm_schema.db import (
+    DatabaseError,
+    connect_checked,
+    first_line,
+    make_engine,
+    normalize_url,
+    url_from_env,
+)
 from crm_schema.models import Base, include_name, include_object
 from crm_schema.runbook.baseline import adopting_baseline, refuse_unstamped_baseline
 
@@ -122,6 +129,8 @@ def _set_timeouts(connection: Connection) -> None:
                 text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value}
             )
         except DBAPIError as exc:
+            if not str(getattr(exc.orig, "sqlstate", "")).startswith("22"):  # not a bad value
+                raise
             raise CommandError(f"invalid {name} {value!r}: {str(exc).splitlines()[0]}") from exc
 
 
@@ -135,10 +144,15 @@ def _retry_policy() -> locks.RetryPolicy:
 
 
 def _run_locked(connection: Connection, engine: Engine) -> None:
-    got = connection.execute(
-        text("SELECT pg_try_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY}
-    ).scalar()
-    connection.commit()
+    try:
+        got = connection.execute(
+            text("SELECT pg_try_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY}
+        ).scalar()
+        connection.commit()
+    except DBAPIError as exc:
+        raise CommandError(
+            f"before migrating: {first_line(exc)}; nothing was changed, run it again"
+        ) from exc
     if not got:
         raise transactions.RefusedError(
             "another crm-schema migration is running on this database (advisory lock "
@@ -148,12 +162,22 @@ def _run_locked(connection: Connection, engine: Engine) -> None:
         _set_timeouts(connection)
         connection.commit()
         _run_planned(connection, engine)
+    except DBAPIError as exc:  # outside any revision's transaction (those say more)
+        raise CommandError(f"while preparing the migration: {first_line(exc)}") from exc
     finally:
+        _unlock(connection)
+
+
+def _unlock(connection: Connection) -> None:
+    locks.safe_rollback(connection)
+    if connection.invalidated:
+        return
+    try:
+        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        connection.commit()
+    except DBAPIError:
         # A lost connection took its session, and so the advisory lock, with it.
         locks.safe_rollback(connection)
-        if not connection.invalidated:
-            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
-            connection.commit()
 
 
 def _planned_steps(connection: Connection) -> list[Any] | None:
