@@ -213,29 +213,42 @@ def _run_group(connection: Connection, engine: Engine, group: list[Any], policy:
     connection.rollback()
     with progress.watching(connection):
         for attempt, (timeout, pause) in enumerate(schedule, start=1):
-            _configure(connection=connection, fn=progress.steps, transaction_per_migration=False)
-            try:
-                with context.begin_transaction():
-                    connection.execute(
-                        text("SELECT set_config('lock_timeout', :t, true)"),
-                        {"t": f"{round(timeout * 1000)}ms"},
-                    )
-                    context.run_migrations()
+            if _attempt(connection, engine, progress, timeout, (attempt, len(schedule))):
                 config.attributes.setdefault("lock_attempts", {})[progress.label] = attempt
                 return
-            except (SQLAlchemyError, KeyboardInterrupt) as exc:
-                # Clean-up code (alembic's, SQLAlchemy's) may raise anew on a connection that
-                # is gone: what stopped the run is the first cause in the chain.
-                cause = transactions.first_cause(exc)
-                locks.safe_rollback(connection)
-                if isinstance(cause, KeyboardInterrupt):
-                    raise transactions.interrupted(engine, progress) from exc
-                if not isinstance(cause, DBAPIError):
-                    raise
-                if locks.is_lock_wait(cause) and attempt < len(schedule):
-                    time.sleep(pause)
-                    continue
-                raise transactions.failure(engine, progress, cause, attempt) from exc
+            try:
+                time.sleep(pause)  # holding nothing: the attempt was rolled back
+            except KeyboardInterrupt as exc:
+                raise transactions.interrupted(engine, progress) from exc
+
+
+def _attempt(
+    connection: Connection, engine: Engine, progress: Any, timeout: float, of: tuple[int, int]
+) -> bool:
+    """Try ``of`` = (n, total) at the group's transaction: True when it committed, False when
+    it could not get its locks in time and may be tried again; any other failure is raised,
+    as one line."""
+    _configure(connection=connection, fn=progress.steps, transaction_per_migration=False)
+    try:
+        with context.begin_transaction():
+            connection.execute(
+                text("SELECT set_config('lock_timeout', :t, true)"),
+                {"t": f"{round(timeout * 1000)}ms"},
+            )
+            context.run_migrations()
+        return True
+    except (SQLAlchemyError, KeyboardInterrupt) as exc:
+        # Clean-up code (alembic's, SQLAlchemy's) may raise anew on a connection that is
+        # gone: what stopped the run is the first cause in the chain.
+        cause = transactions.first_cause(exc)
+        locks.safe_rollback(connection)
+        if isinstance(cause, KeyboardInterrupt):
+            raise transactions.interrupted(engine, progress) from exc
+        if not isinstance(cause, DBAPIError):
+            raise
+        if locks.is_lock_wait(cause) and of[0] < of[1]:
+            return False
+        raise transactions.failure(engine, progress, cause, of[0]) from exc
 
 
 def run_migrations_online() -> None:

@@ -642,6 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except (UsageError, DatabaseError, CommandError) as exc:
         return _error(args, str(exc))
+    except KeyboardInterrupt:  # outside a migration (a revision says where it stopped)
+        print("crm-schema: interrupted", file=sys.stderr)
+        return 130
     except OSError as exc:  # a folder given by --out or --log-dir that cannot be written
         return _error(args, f"cannot write {exc.filename}: {exc.strerror}")
     except DBAPIError as exc:

@@ -317,3 +317,58 @@ def test_an_open_snapshot_fails_the_index_build_in_one_line_naming_it(
         )
         assert transactions.half_applied(connection) is None
     engine.dispose()
+
+
+def test_ctrl_c_while_retrying_for_locks_stops_in_one_line(
+    clone: Callable[[], URL], tmp_path: Path
+) -> None:
+    """Interrupted between lock attempts (or in one): one line, nothing half done."""
+    url = clone()
+    engine = make_engine(url)
+    blocker = engine.connect()
+    blocker.execute(text("LOCK TABLE public.orders IN ROW EXCLUSIVE MODE"))
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crm_schema.cli",
+            "upgrade",
+            "--url",
+            _text(url),
+            "--log-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 120  # a hang guard, not a measurement
+        with engine.connect() as watcher:
+            while not watcher.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = "
+                    "current_database() AND query LIKE 'LOCK TABLE%' AND pid <> :me)"
+                ),
+                {"me": blocker.execute(text("SELECT pg_backend_pid()")).scalar()},
+            ).scalar():
+                assert run.poll() is None, run.communicate()
+                assert time.monotonic() < deadline, "the upgrade never tried to lock"
+                time.sleep(0.05)
+                watcher.rollback()
+        time.sleep(0.3)  # let it fail an attempt or two: the interrupt may land in a pause
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        blocker.rollback()
+        blocker.close()
+        if run.poll() is None:
+            run.kill()
+    engine.dispose()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert run.returncode == 2, err
+    assert len(lines) == 1, err
+    assert f"interrupted: {PHASE2} (upgrade) stopped" in lines[0]
+    assert f"the database is at {PHASE1};" in lines[0]
+    assert migrations.current_revision(url) == PHASE1
