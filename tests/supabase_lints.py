@@ -2,7 +2,9 @@
 the catalogs so the tests can hold this schema to it on plain PostgreSQL.
 
 Each query returns ``(object, detail)`` rows, one per finding. The conditions follow what each
-lint checks in Supabase's linter; the SQL is this project's own.
+lint checks in Supabase's linter, splinter, as of commit 55db5b1 (2026-04-27, lints 0001 to
+0029); the SQL is this project's own. The lints that cannot apply to a schema's own objects
+are left out; docs/supabase.md lists them and says why.
 """
 
 from __future__ import annotations
@@ -22,6 +24,103 @@ class Finding:
 
 
 EXPOSED = "n.nspname = ANY(:schemas)"
+# Schemas that belong to Supabase's services and extensions; the lints that look beyond the
+# exposed schemas skip them.
+NOT_SUPABASE = "n.nspname <> ALL(:supabase_schemas)"
+SUPABASE_SCHEMAS = (
+    "auth",
+    "cron",
+    "extensions",
+    "graphql",
+    "graphql_public",
+    "information_schema",
+    "net",
+    "pg_catalog",
+    "pgbouncer",
+    "pgmq",
+    "pgsodium",
+    "pgsodium_masks",
+    "pgtle",
+    "realtime",
+    "repack",
+    "storage",
+    "supabase_functions",
+    "supabase_migrations",
+    "vault",
+)
+# Column names the sensitive-columns lint treats as personal data or credentials.
+SENSITIVE_NAMES = (
+    # credentials
+    "password", "passwd", "pwd", "passphrase", "secret", "secret_key", "private_key",
+    "api_key", "apikey", "auth_key", "token", "jwt", "access_token", "refresh_token",
+    "oauth_token", "session_token", "bearer_token", "auth_code", "session_id", "session_key",
+    "session_secret", "recovery_code", "backup_code", "verification_code", "otp",
+    "two_factor", "2fa_secret", "2fa_code", "pgp_key", "gpg_key", "ssh_key", "certificate",
+    "license_key", "activation_key",
+    # identity documents
+    "ssn", "social_security", "social_security_number", "driver_license", "drivers_license",
+    "license_number", "passport_number", "passport_id", "national_id", "tax_id",
+    # money
+    "credit_card", "card_number", "cvv", "cvc", "cvn", "bank_account", "account_number",
+    "routing_number", "iban", "swift_code", "bic",
+    # health, devices, biometrics
+    "health_record", "medical_record", "patient_id", "insurance_number", "health_insurance",
+    "medical_insurance", "treatment", "mac_address", "macaddr", "imei", "device_uuid",
+    "facial_recognition",
+)  # fmt: skip
+# Readable by anon or authenticated: what PostgREST would serve.
+API_READS = (
+    "(has_table_privilege('anon', c.oid, 'SELECT') "
+    "OR has_table_privilege('authenticated', c.oid, 'SELECT'))"
+)
+NOT_IN_EXTENSION = (
+    "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')"
+)
+
+
+def _secdef_executable(role: str) -> tuple[str, str]:
+    return (
+        "WARN",
+        f"""
+        SELECT p.oid::regprocedure::text, 'SECURITY DEFINER, callable by {role} through /rpc'
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE {EXPOSED} AND p.prosecdef
+          AND has_function_privilege('{role}', p.oid, 'EXECUTE')""",
+    )
+
+
+def _graphql_exposed(role: str) -> tuple[str, str]:
+    # Only where pg_graphql is installed (or assumed so): its introspection shows a relation
+    # to every role that may select any of its columns, RLS or not. Partitioned parents are
+    # not shown; their partitions are.
+    return (
+        "WARN",
+        f"""
+        SELECT n.nspname || '.' || c.relname, 'visible to {role} in the GraphQL schema'
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {NOT_SUPABASE} AND n.nspname NOT LIKE 'pg\\_%'
+          AND c.relkind IN ('r', 'v', 'm', 'f')
+          AND (:graphql OR EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_graphql'))
+          AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
+                      AND NOT a.attisdropped
+                      AND has_column_privilege('{role}', c.oid, a.attnum, 'SELECT'))""",
+    )
+
+
+def _api_relkind(relkind: str, what: str) -> tuple[str, str]:
+    return (
+        "WARN",
+        f"""
+        SELECT n.nspname || '.' || c.relname, '{what} readable through the API, past RLS'
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {EXPOSED} AND c.relkind = '{relkind}' AND {API_READS} AND {NOT_IN_EXTENSION}""",
+    )
+
+
+# A policy expression that lets every row through: the lint compares it with whitespace
+# removed and lower-cased.
+ALWAYS_TRUE = "('true', '(true)', '1=1', '(1=1)')"
+
 AUTH_CALLS = ("auth.uid()", "auth.jwt()", "auth.role()", "auth.email()", "current_setting(")
 
 LINTS: dict[str, tuple[str, str]] = {
@@ -80,6 +179,88 @@ LINTS: dict[str, tuple[str, str]] = {
           AND d.refobjid = to_regclass('auth.users')
           AND (has_table_privilege('anon', c.oid, 'SELECT')
                OR has_table_privilege('authenticated', c.oid, 'SELECT'))""",
+    ),
+    "anon_security_definer_function_executable": _secdef_executable("anon"),
+    "authenticated_security_definer_function_executable": _secdef_executable("authenticated"),
+    "pg_graphql_anon_table_exposed": _graphql_exposed("anon"),
+    "pg_graphql_authenticated_table_exposed": _graphql_exposed("authenticated"),
+    "materialized_view_in_api": _api_relkind("m", "materialized view"),
+    "foreign_table_in_api": _api_relkind("f", "foreign table"),
+    "rls_policy_always_true": (
+        "WARN",
+        rf"""
+        SELECT n.nspname || '.' || c.relname || '.' || p.polname, 'lets every row through'
+        FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace,
+        LATERAL (SELECT CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT'
+                          WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS cmd,
+                        p.polqual IS NULL AS no_using, p.polwithcheck IS NULL AS no_check,
+                        regexp_replace(lower(coalesce(pg_get_expr(p.polqual, p.polrelid), '')),
+                                       '\\s', '', 'g') AS using_expr,
+                        regexp_replace(lower(coalesce(pg_get_expr(p.polwithcheck, p.polrelid),
+                                                      '')), '\\s', '', 'g') AS check_expr) AS e
+        WHERE {NOT_SUPABASE} AND c.relkind = 'r' AND c.relrowsecurity AND p.polpermissive
+          AND (p.polroles = '{{0}}' OR 'anon'::regrole = ANY(p.polroles)
+               OR 'authenticated'::regrole = ANY(p.polroles))
+          AND ((e.cmd IN ('UPDATE', 'DELETE', 'ALL')
+                AND (e.using_expr IN {ALWAYS_TRUE} OR e.no_using))
+               OR e.check_expr IN {ALWAYS_TRUE}
+               OR (e.no_check AND e.cmd = 'INSERT')
+               OR (e.no_check AND e.cmd IN ('UPDATE', 'ALL')
+                   AND e.using_expr IN {ALWAYS_TRUE}))""",
+    ),
+    "rls_references_user_metadata": (
+        "ERROR",
+        r"""
+        SELECT schemaname || '.' || tablename || '.' || policyname,
+               'trusts user_metadata, which every user may edit'
+        FROM pg_policies
+        WHERE schemaname <> ALL(:supabase_schemas)
+          AND concat(qual, ' ', with_check)
+              ~ '(auth\.jwt\(\)|current_setting\(.*request\.jwt\.claims).*user_metadata'""",
+    ),
+    "sensitive_columns_exposed": (
+        "ERROR",
+        f"""
+        SELECT n.nspname || '.' || c.relname,
+               'no RLS, readable through the API: '
+               || string_agg(a.attname, ', ' ORDER BY a.attname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE {EXPOSED} AND c.relkind = 'r' AND NOT c.relrowsecurity AND {API_READS}
+          AND replace(lower(a.attname), '-', '_') = ANY(:sensitive)
+        GROUP BY n.nspname, c.relname""",
+    ),
+    "fkey_to_auth_unique": (
+        "ERROR",
+        """
+        SELECT k.conrelid::regclass::text || '.' || k.conname,
+               'references a unique key of ' || k.confrelid::regclass::text
+               || ' that Supabase Auth may change'
+        FROM pg_constraint k JOIN pg_class r ON r.oid = k.confrelid
+        JOIN pg_index i ON i.indexrelid = k.conindid
+        WHERE k.contype = 'f' AND r.relnamespace = 'auth'::regnamespace
+          AND i.indisunique AND NOT i.indisprimary""",
+    ),
+    "extension_in_public": (
+        "WARN",
+        """
+        SELECT e.extname, 'installed in schema public'
+        FROM pg_extension e
+        WHERE e.extnamespace = 'public'::regnamespace AND e.extname <> 'plpgsql'""",
+    ),
+    "unsupported_reg_types": (
+        "WARN",
+        """
+        SELECT n.nspname || '.' || c.relname || '.' || a.attname,
+               format_type(a.atttypid, NULL) || ' stops pg_upgrade'
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgsodium')
+          AND a.atttypid IN ('regcollation'::regtype, 'regconfig'::regtype,
+                             'regdictionary'::regtype, 'regnamespace'::regtype,
+                             'regoper'::regtype, 'regoperator'::regtype, 'regproc'::regtype,
+                             'regprocedure'::regtype)""",
     ),
     # performance
     "auth_rls_initplan": (
@@ -153,11 +334,17 @@ def run_lints(
     connection: Connection,
     schemas: Sequence[str] = ("public",),
     function_schemas: Sequence[str] = ("public", "auth"),
+    *,
+    graphql: bool = False,
 ) -> list[Finding]:
+    """Every finding; ``graphql=True`` lints as if pg_graphql were installed."""
     params = {
         "schemas": list(schemas),
         "function_schemas": list(function_schemas),
         "calls": list(AUTH_CALLS),
+        "supabase_schemas": list(SUPABASE_SCHEMAS),
+        "sensitive": list(SENSITIVE_NAMES),
+        "graphql": graphql,
     }
     findings = []
     for lint, (level, sql) in LINTS.items():

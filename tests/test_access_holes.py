@@ -169,12 +169,13 @@ def test_sign_up_creates_an_agent_profile(crm: Connection) -> None:
 def test_the_sign_up_function_is_out_of_the_apis_reach(crm: Connection) -> None:
     usage = crm.execute(
         text(
-            "SELECT has_schema_privilege('authenticated', 'private', 'USAGE'), "
+            "SELECT has_function_privilege('authenticated', p.oid, 'EXECUTE'), "
+            "has_function_privilege('service_role', p.oid, 'EXECUTE'), "
             "has_schema_privilege('anon', 'private', 'USAGE'), p.prosecdef, p.proconfig "
             "FROM pg_proc p WHERE p.oid = 'private.profile_from_auth_user()'::regprocedure"
         )
     ).one()
-    assert tuple(usage) == (False, False, True, ['search_path=""'])
+    assert tuple(usage) == (False, False, False, True, ['search_path=""'])
 
 
 def log(conn: Connection, who: uuid.UUID | None, activity: str, metadata: str = "{}") -> str:

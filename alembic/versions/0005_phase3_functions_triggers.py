@@ -4,7 +4,10 @@ Revision ID: 0005_phase3_functions_triggers
 Revises: 0004_phase2_indexes_constraints
 Create Date: 2026-11-24
 
-Functions (all with a fixed ``search_path`` and schema-qualified names):
+Functions (all with a fixed ``search_path`` and schema-qualified names). Every SECURITY
+DEFINER one lives in schema ``private``, which PostgREST does not expose and ``anon`` cannot
+use; the seed's ``public`` names are SECURITY INVOKER entry points into it (so Supabase's
+linter finds no privileged function reachable through ``/rpc``):
 
 - ``user_has_permission(user, permission, resource)``: false for NULL input or an unknown,
   inactive or soft-deleted user; true for admins; otherwise an unexpired override for that
@@ -72,12 +75,45 @@ AS $fn$
 $fn$;
 """
 
+# SECURITY DEFINER code lives in schema private: PostgREST does not expose it, and anon has no
+# USAGE on it. authenticated and service_role have USAGE so that the public SECURITY INVOKER
+# entry points and the policies can call the helpers granted to them (and nothing else there).
+# Created only where missing, with a marker, so the downgrade removes only what this revision
+# made.
+PRIVATE_SCHEMA = r"""
+DO $private$
+BEGIN
+    IF to_regnamespace('private') IS NULL THEN
+        CREATE SCHEMA private;
+        COMMENT ON SCHEMA private IS 'crm-schema:0005_phase3_functions_triggers';
+        REVOKE ALL ON SCHEMA private FROM PUBLIC;
+    END IF;
+END
+$private$;
+GRANT USAGE ON SCHEMA private TO authenticated, service_role;
+"""
+
+DROP_PRIVATE_SCHEMA = r"""
+DO $private$
+BEGIN
+    -- No CASCADE: if something else was put in the schema, stop and say so. A schema that
+    -- was there before keeps the USAGE granted above: what it had before is not known.
+    IF obj_description(to_regnamespace('private'), 'pg_namespace')
+       = 'crm-schema:0005_phase3_functions_triggers' THEN
+        DROP SCHEMA private;
+    END IF;
+END
+$private$;
+"""
+
 # The helpers below are PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined,
 # and before PostgreSQL 18 it is parsed and planned again on every call, while PL/pgSQL keeps
 # its plans for the session. Policies call them on every request (Supabase runs 15).
 HELPERS = r"""
--- A user who is inactive or soft-deleted has no role, and so no staff access.
-CREATE OR REPLACE FUNCTION public.current_user_role() RETURNS public.user_role
+-- A user who is inactive or soft-deleted has no role, and so no staff access. SECURITY
+-- DEFINER (it reads profiles past their RLS), so it lives in schema private; the public name
+-- the baseline's policies and the apps call is a SECURITY INVOKER entry point into it.
+CREATE FUNCTION private.current_user_role() RETURNS public.user_role
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = ''
 AS $fn$
@@ -87,12 +123,21 @@ BEGIN
 END
 $fn$;
 
+CREATE OR REPLACE FUNCTION public.current_user_role() RETURNS public.user_role
+    LANGUAGE plpgsql STABLE SECURITY INVOKER
+    SET search_path = ''
+AS $fn$
+BEGIN
+    RETURN private.current_user_role();
+END
+$fn$;
+
 CREATE FUNCTION public.is_admin() RETURNS boolean
     LANGUAGE plpgsql STABLE
     SET search_path = ''
 AS $fn$
 BEGIN
-    RETURN coalesce(public.current_user_role() = 'admin', false);
+    RETURN coalesce(private.current_user_role() = 'admin', false);
 END
 $fn$;
 
@@ -114,7 +159,7 @@ $fn$;
 """
 
 USER_HAS_PERMISSION = r"""
-CREATE FUNCTION public.user_has_permission(
+CREATE FUNCTION private.user_has_permission(
     p_user_id uuid,
     p_permission public.permission_type,
     p_resource public.resource_type
@@ -132,7 +177,7 @@ BEGIN
     END IF;
     -- API users may ask about themselves; asking about others is for permission readers.
     IF public.request_is_end_user() AND p_user_id IS DISTINCT FROM auth.uid()
-       AND NOT public.user_has_permission(auth.uid(), 'read', 'permission') THEN
+       AND NOT private.user_has_permission(auth.uid(), 'read', 'permission') THEN
         RAISE EXCEPTION 'permission denied: you may only check your own permissions'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -168,6 +213,21 @@ BEGIN
 END
 $fn$;
 
+-- The seed's public name: a SECURITY INVOKER entry point (callable through the API) into
+-- the SECURITY DEFINER implementation, which PostgREST does not expose.
+CREATE FUNCTION public.user_has_permission(
+    p_user_id uuid,
+    p_permission public.permission_type,
+    p_resource public.resource_type
+) RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY INVOKER
+    SET search_path = ''
+AS $fn$
+BEGIN
+    RETURN private.user_has_permission(p_user_id, p_permission, p_resource);
+END
+$fn$;
+
 CREATE FUNCTION public.current_user_has_permission(
     p_permission public.permission_type,
     p_resource public.resource_type
@@ -176,7 +236,7 @@ CREATE FUNCTION public.current_user_has_permission(
     SET search_path = ''
 AS $fn$
 BEGIN
-    RETURN public.user_has_permission(auth.uid(), p_permission, p_resource);
+    RETURN private.user_has_permission(auth.uid(), p_permission, p_resource);
 END
 $fn$;
 """
@@ -221,7 +281,7 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION public.log_user_activity(
+CREATE FUNCTION private.log_user_activity(
     p_user_id uuid,
     p_activity public.activity_type,
     p_resource public.resource_type,
@@ -313,6 +373,23 @@ BEGIN
          WHERE id = target;
     END IF;
     RETURN new_id;
+END
+$fn$;
+
+-- The seed's public name, a SECURITY INVOKER entry point into the implementation above.
+CREATE FUNCTION public.log_user_activity(
+    p_user_id uuid,
+    p_activity public.activity_type,
+    p_resource public.resource_type,
+    p_resource_id uuid,
+    p_metadata jsonb
+) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+    SET search_path = ''
+AS $fn$
+BEGIN
+    RETURN private.log_user_activity(p_user_id, p_activity, p_resource, p_resource_id,
+                                     p_metadata);
 END
 $fn$;
 """
@@ -469,7 +546,7 @@ $fn$;
 
 -- SECURITY DEFINER: the API roles may not write change_log themselves. Set-based over the
 -- statement's transition tables. For updates only the changed columns are kept, old and new.
-CREATE FUNCTION public.log_changes() RETURNS trigger
+CREATE FUNCTION private.log_changes() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = ''
 AS $fn$
@@ -521,7 +598,7 @@ $fn$;
 """
 
 FUNCTION_SIGNATURES = (
-    "public.log_changes()",
+    "private.log_changes()",
     "public.forbid_hard_delete()",
     "public.track_edit()",
     "public.archive_activity_log_partitions(interval, boolean)",
@@ -531,6 +608,9 @@ FUNCTION_SIGNATURES = (
     "public.user_has_permission(uuid, public.permission_type, public.resource_type)",
     "public.request_is_end_user()",
     "public.is_admin()",
+    "private.log_user_activity(uuid, public.activity_type, public.resource_type, uuid, jsonb)",
+    "private.user_has_permission(uuid, public.permission_type, public.resource_type)",
+    "private.current_user_role()",
 )
 
 # Functions are executable by PUBLIC by default (and Supabase grants anon and authenticated
@@ -540,7 +620,10 @@ REVOKE EXECUTE ON FUNCTION {all} FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION public.is_admin(), public.request_is_end_user(),
     public.user_has_permission(uuid, public.permission_type, public.resource_type),
     public.current_user_has_permission(public.permission_type, public.resource_type),
-    public.log_user_activity(uuid, public.activity_type, public.resource_type, uuid, jsonb)
+    public.log_user_activity(uuid, public.activity_type, public.resource_type, uuid, jsonb),
+    private.current_user_role(),
+    private.user_has_permission(uuid, public.permission_type, public.resource_type),
+    private.log_user_activity(uuid, public.activity_type, public.resource_type, uuid, jsonb)
     TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION public.request_client_ip(jsonb) TO service_role;
 """
@@ -549,7 +632,7 @@ GRANT EXECUTE ON FUNCTION public.request_client_ip(jsonb) TO service_role;
 def _log_triggers(table: str) -> str:
     return "".join(
         f"CREATE TRIGGER {table}_log_{event.lower()} AFTER {event} ON public.{table}\n"
-        f"    REFERENCING {refs} FOR EACH STATEMENT EXECUTE FUNCTION public.log_changes();\n"
+        f"    REFERENCING {refs} FOR EACH STATEMENT EXECUTE FUNCTION private.log_changes();\n"
         for event, refs in (
             ("INSERT", "NEW TABLE AS new_rows"),
             ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
@@ -596,6 +679,7 @@ LOCK_TABLES_DOWN = LOCK_TABLES.replace(" IN ACCESS", ", public.user_activity_log
 
 def upgrade() -> None:
     op.execute(LOCK_TABLES)
+    op.execute(PRIVATE_SCHEMA)
     op.execute(HELPERS)
     op.execute(USER_HAS_PERMISSION)
     op.execute(LOG_USER_ACTIVITY)
@@ -651,5 +735,6 @@ $restore$;
 DROP SCHEMA activity_archive;
 """
     )
-    op.execute("".join(f"DROP FUNCTION {sig};\n" for sig in FUNCTION_SIGNATURES))
     op.execute(BASELINE_CURRENT_USER_ROLE)
+    op.execute("".join(f"DROP FUNCTION {sig};\n" for sig in FUNCTION_SIGNATURES))
+    op.execute(DROP_PRIVATE_SCHEMA)

@@ -48,7 +48,9 @@ depends_on: str | Sequence[str] | None = None
 
 ME = "(SELECT auth.uid())"
 ADMIN = "(SELECT public.is_admin())"
-STAFF = "(SELECT public.current_user_role()) IN ('admin', 'manager')"
+# The policies call 0005's private helper directly (authenticated may execute it), not its
+# public entry point: one function call fewer per query.
+STAFF = "(SELECT private.current_user_role()) IN ('admin', 'manager')"
 # PostgreSQL also checks an UPDATEd row against the SELECT policies. So that a user can
 # soft-delete, the row stays visible to its deleter until the deleting transaction ends (the
 # trigger pins deleted_at to now() and deleted_by to auth.uid()); then it is gone.
@@ -121,7 +123,7 @@ SCOPES = RESOURCES  # the tables with policies of this shape, in order
 
 # A deactivated or deleted user has no role: it may still read its own profile (so an app can
 # say why it is locked out) but not edit it.
-ACTIVE = "(SELECT public.current_user_role()) IS NOT NULL"
+ACTIVE = "(SELECT private.current_user_role()) IS NOT NULL"
 
 
 def _crm_policies(table: str) -> str:
@@ -174,15 +176,15 @@ CREATE POLICY role_permissions_select ON public.role_permissions FOR SELECT TO a
     USING (true);
 CREATE POLICY role_permissions_insert ON public.role_permissions FOR INSERT TO authenticated
     WITH CHECK ({can("manage", "permission")} AND created_by = {ME}
-                AND ({ADMIN} OR role <> (SELECT public.current_user_role())));
+                AND ({ADMIN} OR role <> (SELECT private.current_user_role())));
 CREATE POLICY role_permissions_update ON public.role_permissions FOR UPDATE TO authenticated
     USING ({can("manage", "permission")}
-           AND ({ADMIN} OR role <> (SELECT public.current_user_role())))
+           AND ({ADMIN} OR role <> (SELECT private.current_user_role())))
     WITH CHECK ({can("manage", "permission")}
-                AND ({ADMIN} OR role <> (SELECT public.current_user_role())));
+                AND ({ADMIN} OR role <> (SELECT private.current_user_role())));
 CREATE POLICY role_permissions_delete ON public.role_permissions FOR DELETE TO authenticated
     USING ({can("manage", "permission")}
-           AND ({ADMIN} OR role <> (SELECT public.current_user_role())));
+           AND ({ADMIN} OR role <> (SELECT private.current_user_role())));
 
 CREATE POLICY user_permissions_select ON public.user_permissions FOR SELECT TO authenticated
     USING (user_id = {ME} OR {can("read", "permission")});
@@ -263,19 +265,10 @@ CREATE TRIGGER tasks_guard_assignee BEFORE UPDATE ON public.tasks
     FOR EACH ROW EXECUTE FUNCTION public.guard_task_assignee();
 """
 
-# Functions that must bypass RLS and are not for the API live in schema private: PostgREST
-# does not expose it and the API roles have no USAGE on it. Created only where missing, with
-# a marker, so the downgrade removes only what this revision made.
+# Functions that must bypass RLS and are not for the API live in schema private (0005 makes
+# it): PostgREST does not expose it, anon has no USAGE on it, and these are executable by no
+# API role.
 PRIVATE_SCHEMA = r"""
-DO $private$
-BEGIN
-    IF to_regnamespace('private') IS NULL THEN
-        CREATE SCHEMA private;
-        COMMENT ON SCHEMA private IS 'crm-schema:0006_phase4_security_policies';
-        REVOKE ALL ON SCHEMA private FROM PUBLIC;
-    END IF;
-END
-$private$;
 
 -- Supabase Auth owns who a user is: a new auth.users row gets its profile (role agent,
 -- active, full_name from the sign-up's user metadata), and profiles.email follows
@@ -297,7 +290,8 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
-REVOKE EXECUTE ON FUNCTION private.profile_from_auth_user() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION private.profile_from_auth_user()
+    FROM PUBLIC, anon, authenticated, service_role;
 CREATE TRIGGER crm_profile_from_auth_user AFTER INSERT OR UPDATE OF email ON auth.users
     FOR EACH ROW EXECUTE FUNCTION private.profile_from_auth_user();
 
@@ -338,7 +332,8 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
-REVOKE EXECUTE ON FUNCTION private.log_privileged_activity() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION private.log_privileged_activity()
+    FROM PUBLIC, anon, authenticated, service_role;
 CREATE TRIGGER profiles_record_role_change AFTER UPDATE OF role ON public.profiles
     FOR EACH ROW WHEN (OLD.role IS DISTINCT FROM NEW.role)
     EXECUTE FUNCTION private.log_privileged_activity();
@@ -355,15 +350,6 @@ DROP TRIGGER profiles_record_role_change ON public.profiles;
 DROP FUNCTION private.log_privileged_activity();
 DROP TRIGGER crm_profile_from_auth_user ON auth.users;
 DROP FUNCTION private.profile_from_auth_user();
-DO $private$
-BEGIN
-    -- No CASCADE: if something else was put in the schema, stop and say so.
-    IF obj_description(to_regnamespace('private'), 'pg_namespace')
-       = 'crm-schema:0006_phase4_security_policies' THEN
-        DROP SCHEMA private;
-    END IF;
-END
-$private$;
 """
 
 PROFILE_GUARD = r"""
@@ -523,6 +509,27 @@ END
 $revoke$;
 """
 
+# The downgrade gives anon back its EXECUTE on the baseline's role helper where it had it:
+# where the default privileges (Supabase's) granted it to anon when the function was made.
+# It is safe to give back: the helper returns NULL for anon. The other revocations stay (see
+# downgrade()).
+RESTORE_ANON_ROLE_HELPER = r"""
+DO $restore$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_catalog.pg_default_acl AS d, aclexplode(d.defaclacl) AS a
+         WHERE d.defaclobjtype = 'f'
+           AND d.defaclrole = (SELECT p.proowner FROM pg_catalog.pg_proc AS p
+                                WHERE p.oid = 'public.current_user_role()'::regprocedure)
+           AND d.defaclnamespace IN (0, 'public'::regnamespace)
+           AND a.grantee = 'anon'::regrole AND a.privilege_type = 'EXECUTE'
+    ) THEN
+        GRANT EXECUTE ON FUNCTION public.current_user_role() TO anon;
+    END IF;
+END
+$restore$;
+"""
+
 # The baseline's policies, verbatim, for the downgrade.
 B_STAFF = "(SELECT public.current_user_role()) IN ('admin', 'manager')"
 B_ADMIN = "(SELECT public.current_user_role()) = 'admin'"
@@ -646,8 +653,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # alembic_version, and API_PRIVILEGES' revocations, stay: what was granted before is not
-    # known, and no API role ever needs it.
+    # alembic_version, and API_PRIVILEGES' other revocations, stay: giving an API role back
+    # TRUNCATE (past RLS and every trigger), a sequence's setval or a write on Alembic's table
+    # would reopen a hole, and no API role ever needs them.
     op.execute(LOCK_TABLES)
     op.execute(DROP_PRIVATE_SCHEMA)
     op.execute(
@@ -672,3 +680,4 @@ def downgrade() -> None:
         + _drop_policies(CRM_TABLES)
     )
     op.execute(BASELINE_POLICIES)
+    op.execute(RESTORE_ANON_ROLE_HELPER)
