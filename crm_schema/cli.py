@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import sys
 import time
@@ -638,6 +639,9 @@ def _error(args: argparse.Namespace, message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The driver's own warnings (e.g. a cancel that met a lock timeout on Ctrl-C) would print
+    # beside the one line this command says about the same event.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     try:
         code: int = args.func(args)
     except (UsageError, DatabaseError, CommandError) as exc:

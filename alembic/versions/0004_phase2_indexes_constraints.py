@@ -9,13 +9,13 @@ Built to run on a busy production database:
 1. Existing rows are checked against every new constraint first. If any would fail, the
    revision stops before changing anything and names each constraint with its count of
    offending rows: fix them and run again.
-2. In one transaction: constraints added ``NOT VALID`` (a brief lock, no table scan), the
-   activity log converted to a table range-partitioned by month (a catch-all partition
-   ``user_activity_overflow`` keeps rows outside the created months, and is named so the
-   seed's ``LIKE 'user_activity_log_%'`` check still counts exactly the 12 monthly
-   partitions), indexes on the new tables, and ``ensure_activity_log_partitions()``.
-   Every statement here is guarded, so the revision can simply be run again if step 3
-   fails part way.
+2. In one transaction: the activity log converted to a table range-partitioned by month
+   (a catch-all partition ``user_activity_overflow`` keeps rows outside the created months,
+   and is named so the seed's ``LIKE 'user_activity_log_%'`` check still counts exactly the
+   12 monthly partitions), indexes on the new tables, ``ensure_activity_log_partitions()``;
+   then, holding the CRM tables' locks only for that, constraints added ``NOT VALID`` (no
+   table scan). Every statement here is guarded, so the revision can simply be run again if
+   step 3 fails part way; the 0003 downgrade removes what it leaves.
 3. Outside a transaction (Alembic's ``autocommit_block``): indexes on the baseline tables
    built ``CONCURRENTLY`` (writes continue), each after dropping a half-built invalid one
    left by an earlier failed attempt, then each constraint ``VALIDATE``d (a scan that does
@@ -286,8 +286,11 @@ CREATE INDEX IF NOT EXISTS change_log_changed_columns_idx
 """
 
 
-# Every lock the transactional part needs, in the application's order (see 0003). Taken after
-# the pre-check, which only reads (it scans every row, and must not hold these meanwhile).
+# The locks the transactional part needs, in the application's order (see 0003), in two sets.
+# The logs first: nothing writes them before 0005, so holding them blocks no one while the
+# activity log is rebuilt. Then the CRM's tables, held only while the constraints go in. Both
+# come after the pre-check, which only reads (it scans every row).
+LOCK_LOGS = "LOCK TABLE public.user_activity_log, public.change_log IN ACCESS EXCLUSIVE MODE"
 LOCKED = (
     "tasks",
     "communications",
@@ -297,8 +300,6 @@ LOCKED = (
     "products",
     "profiles",
     "user_permissions",
-    "user_activity_log",
-    "change_log",
 )
 LOCK_TABLES = "LOCK TABLE " + ", ".join(f"public.{t}" for t in LOCKED) + " IN ACCESS EXCLUSIVE MODE"
 
@@ -366,11 +367,12 @@ def _validate(table: str) -> str:
 
 def upgrade() -> None:
     op.execute(_precheck())
-    op.execute(LOCK_TABLES)
-    op.execute(_add_not_valid())
+    op.execute(LOCK_LOGS)
     op.execute(PARTITION_FUNCTION)
     op.execute(PARTITION_ACTIVITY_LOG)
     op.execute(CHANGE_LOG_INDEXES)
+    op.execute(LOCK_TABLES)
+    op.execute(_add_not_valid())
     # Committed from here on, one statement at a time; each is safe to run again, so an
     # upgrade after an interruption finishes the job (the 0003 downgrade undoes it).
     with op.get_context().autocommit_block():
@@ -385,20 +387,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(LOCK_TABLES)
-    op.execute(
-        "DROP INDEX "
-        + ", ".join(f"public.{name}" for name, _ in reversed(CONCURRENT_INDEXES))
-        + ";\nDROP INDEX public.change_log_changed_columns_idx, public.change_log_changed_at_idx, "
-        "public.change_log_changed_by_idx, public.change_log_record_idx;"
-    )
-    op.execute(
-        "".join(
-            f"ALTER TABLE public.{table} DROP CONSTRAINT {name};\n"
-            for table, name, _ in reversed(CHECKS)
-        )
-    )
-    # Back to 0003's plain table, every logged row included (partitions and catch-all).
+    # Back to 0003's plain activity log, every logged row included (partitions and catch-all);
+    # nothing writes it at this revision, so its lock blocks no one while the rows are copied.
+    op.execute(LOCK_LOGS)
     op.execute(
         f"""
 ALTER TABLE public.user_activity_log RENAME TO user_activity_log_partitioned;
@@ -413,4 +404,17 @@ INSERT INTO public.user_activity_log ({ACTIVITY_COLUMN_NAMES})
 DROP TABLE public.user_activity_log_partitioned;
 DROP FUNCTION public.ensure_activity_log_partitions(integer, date);
 """
+    )
+    op.execute(LOCK_TABLES)
+    op.execute(
+        "DROP INDEX "
+        + ", ".join(f"public.{name}" for name, _ in reversed(CONCURRENT_INDEXES))
+        + ";\nDROP INDEX public.change_log_changed_columns_idx, public.change_log_changed_at_idx, "
+        "public.change_log_changed_by_idx, public.change_log_record_idx;"
+    )
+    op.execute(
+        "".join(
+            f"ALTER TABLE public.{table} DROP CONSTRAINT {name};\n"
+            for table, name, _ in reversed(CHECKS)
+        )
     )

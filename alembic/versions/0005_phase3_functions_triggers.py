@@ -659,7 +659,7 @@ def _permission_table_triggers(table: str) -> str:
     )
 
 
-# Every lock this revision needs, taken first and in the application's order (see 0003); env.py
+# Every lock this revision needs, taken in one statement in the application's order (see 0003),
 # retries the transaction with a short lock_timeout until it has them all. The downgrade also
 # re-attaches archived months to the activity log.
 LOCKED = (
@@ -678,7 +678,9 @@ LOCK_TABLES_DOWN = LOCK_TABLES.replace(" IN ACCESS", ", public.user_activity_log
 
 
 def upgrade() -> None:
-    op.execute(LOCK_TABLES)
+    # Functions lock no table: made first, so the tables' locks are held only for the
+    # triggers. (current_user_role() is replaced in place; the baseline's policies keep
+    # calling it.)
     op.execute(PRIVATE_SCHEMA)
     op.execute(HELPERS)
     op.execute(USER_HAS_PERMISSION)
@@ -686,6 +688,7 @@ def upgrade() -> None:
     op.execute(ARCHIVE_FUNCTION)
     op.execute(TRACK_EDIT)
     op.execute(GRANTS.format(all=", ".join(FUNCTION_SIGNATURES)))
+    op.execute(LOCK_TABLES)
     op.execute("".join(_tracked_triggers(t) for t in TRACKED))
     op.execute("".join(_permission_table_triggers(t) for t in PERMISSION_TABLES))
 
