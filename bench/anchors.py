@@ -44,6 +44,12 @@ def _supa_audit_sql(sql: str) -> str:
     return "\n".join(line for line in sql.splitlines() if "pg_extension_config_dump" not in line)
 
 
+def _script(conn: Connection, sql: str) -> None:
+    """Run a whole script as it is: no placeholders (their '%' are format() specifiers)."""
+    with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(sql)
+
+
 def load(conn: Connection, table: str = "public.orders") -> tuple[list[Anchor], list[str]]:
     """Load each anchor found and attach it (its triggers disabled) to ``table``; returns the
     anchors loaded and one line for each that is missing."""
@@ -55,10 +61,12 @@ def load(conn: Connection, table: str = "public.orders") -> tuple[list[Anchor], 
             continue
         sql = path.read_text()
         if anchor is AUDIT_91PLUS:
-            conn.exec_driver_sql(_91plus_sql(sql))
+            _script(conn, _91plus_sql(sql))
             conn.execute(text("SELECT audit91.audit_table(CAST(:t AS regclass))"), {"t": table})
         else:
-            conn.exec_driver_sql(_supa_audit_sql(sql))
+            # Its control file requires uuid-ossp (uuid_generate_v4() for keyless tables).
+            conn.execute(text('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"'))
+            _script(conn, _supa_audit_sql(sql))
             conn.execute(text("SELECT audit.enable_tracking(CAST(:t AS regclass))"), {"t": table})
         # Only the row triggers are measured; the TRUNCATE ones never fire here.
         conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
@@ -72,4 +80,5 @@ def unload(conn: Connection, table: str = "public.orders") -> None:
         conn.execute(text(f"DROP TRIGGER IF EXISTS {trigger} ON {table}"))
     conn.execute(text("DROP SCHEMA IF EXISTS audit91 CASCADE"))
     conn.execute(text("DROP SCHEMA IF EXISTS audit CASCADE"))
-    conn.execute(text("DROP EXTENSION IF EXISTS hstore"))  # 91plus's; nothing else uses it
+    # What the anchors needed; this project uses neither.
+    conn.execute(text('DROP EXTENSION IF EXISTS hstore, "uuid-ossp"'))

@@ -467,9 +467,104 @@ BEGIN
 END
 $fn$;
 
--- SECURITY DEFINER: the API roles may not write change_log themselves. Set-based over the
--- statement's transition tables. For updates only the changed columns are kept, old and new.
-CREATE FUNCTION public.log_changes() RETURNS trigger
+"""
+
+LOG_CHANGES = r"""
+-- log_changes() is generated: a branch per logged table compares that table's columns one by
+-- one (read from the rows' jsonb, so a column dropped or renamed since can never break a
+-- write), with a generic diff over every key for any other table and for a table whose columns
+-- have changed since the last generation (a new column is never missed: the branch checks,
+-- once per statement, that it knows every column). public.refresh_log_changes() regenerates
+-- it: this revision calls it, and alembic/env.py after every migration run.
+-- SECURITY DEFINER (the generated function): the API roles may not write change_log themselves.
+CREATE FUNCTION public.refresh_log_changes() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $gen$
+DECLARE
+    -- Bookkeeping, not content: an update changing only these writes no change-log row.
+    bookkeeping constant text[] :=
+        ARRAY['edit_count', 'last_login_at', 'login_count', 'updated_at', 'updated_by', 'version'];
+    operation constant text := $op$
+               CASE
+                   WHEN p.o ->> 'deleted_at' IS NULL
+                        AND p.n ->> 'deleted_at' IS NOT NULL THEN 'soft_delete'
+                   WHEN p.o ->> 'deleted_at' IS NOT NULL
+                        AND p.n ->> 'deleted_at' IS NULL THEN 'restore'
+                   ELSE 'update'
+               END::public.change_operation$op$;
+    -- Every key of both rows, one pass: the changed column names and their old and new values.
+    generic constant text := format($generic$
+        SELECT TG_TABLE_NAME, p.id, %s, d.old_values, d.new_values, d.changed, actor
+          FROM pairs AS p
+         CROSS JOIN LATERAL (
+            SELECT array_agg(e.key ORDER BY e.key) AS changed,
+                   jsonb_object_agg(e.key, p.o -> e.key) AS old_values,
+                   jsonb_object_agg(e.key, e.value) AS new_values
+              FROM jsonb_each(p.n) AS e
+             WHERE e.value IS DISTINCT FROM p.o -> e.key AND e.key <> ALL (%L::text[])
+         ) AS d
+         WHERE d.changed IS NOT NULL$generic$, operation, bookkeeping);
+    pairs constant text := $pairs$
+        -- Each row into jsonb once (MATERIALIZED), for every comparison below.
+        WITH pairs AS MATERIALIZED (
+            SELECT o.id, to_jsonb(o) AS o, to_jsonb(n) AS n
+              FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
+        )$pairs$;
+    insert_into constant text := $ins$
+        INSERT INTO public.change_log
+            (table_name, record_id, operation, old_values, new_values, changed_columns,
+             changed_by)$ins$;
+    branches text := '';
+    t record;
+BEGIN
+    FOR t IN
+        SELECT c.relname,
+               array_agg(a.attname::text ORDER BY a.attname) AS known,
+               string_agg(format('CASE WHEN p.o -> %1$L IS DISTINCT FROM p.n -> %1$L '
+                                 'THEN %1$L END', a.attname), E',\n                     '
+                          ORDER BY a.attname) FILTER (WHERE a.attname <> ALL (bookkeeping))
+                   AS changed,
+               string_agg(format('CASE WHEN p.o -> %1$L IS NOT DISTINCT FROM p.n -> %1$L '
+                                 'THEN %1$L END', a.attname), E',\n                     '
+                          ORDER BY a.attname) FILTER (WHERE a.attname <> ALL (bookkeeping))
+                   AS same
+          FROM pg_catalog.pg_class AS c
+          JOIN pg_catalog.pg_attribute AS a
+            ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE c.relnamespace = 'public'::pg_catalog.regnamespace
+           AND c.oid IN (SELECT tg.tgrelid FROM pg_catalog.pg_trigger AS tg
+                          WHERE tg.tgfoid = pg_catalog.to_regprocedure('public.log_changes()'))
+         GROUP BY c.relname
+         ORDER BY c.relname
+    LOOP
+        branches := branches || format($branch$
+    ELSIF TG_TABLE_NAME = %1$L THEN%2$s,
+        -- False once the table has a column this branch does not know: the generic diff.
+        shape AS MATERIALIZED (
+            SELECT coalesce((SELECT p.n FROM pairs AS p LIMIT 1) - %3$L::text[] = '{}', true)
+                AS known
+        )%4$s
+        SELECT TG_TABLE_NAME, d.id, d.operation, d.o - d.same, d.n - d.same, d.changed, actor
+          FROM (
+            SELECT p.id, p.o, p.n, %5$s AS operation,
+                   array_remove(ARRAY[%6$s], NULL) AS changed,
+                   ARRAY[%7$s,
+                         %8$s] AS same
+              FROM pairs AS p
+             WHERE (SELECT s.known FROM shape AS s)
+            OFFSET 0  -- each array built once, not once per use
+         ) AS d
+         WHERE d.changed <> '{}'
+        UNION ALL%9$s
+           AND NOT (SELECT s.known FROM shape AS s);$branch$,
+            t.relname, pairs, t.known, insert_into, operation, t.changed, t.same,
+            (SELECT string_agg(pg_catalog.quote_literal(b), ', ') FROM unnest(bookkeeping) AS b),
+            generic);
+    END LOOP;
+
+    EXECUTE format($create$
+CREATE OR REPLACE FUNCTION public.log_changes() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = ''
 AS $fn$
@@ -483,45 +578,21 @@ BEGIN
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO public.change_log
             (table_name, record_id, operation, old_values, changed_by)
-        SELECT TG_TABLE_NAME, o.id, 'delete', to_jsonb(o), actor FROM old_rows AS o;
-    ELSE
-        -- Each row is turned into jsonb once (MATERIALIZED); one pass over its keys then
-        -- yields the changed column names and their old and new values together.
-        WITH pairs AS MATERIALIZED (
-            SELECT o.id, to_jsonb(o) AS old_row, to_jsonb(n) AS new_row
-              FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
-        )
-        INSERT INTO public.change_log
-            (table_name, record_id, operation, old_values, new_values, changed_columns,
-             changed_by)
-        SELECT TG_TABLE_NAME, p.id,
-               CASE
-                   WHEN p.old_row ->> 'deleted_at' IS NULL
-                        AND p.new_row ->> 'deleted_at' IS NOT NULL THEN 'soft_delete'
-                   WHEN p.old_row ->> 'deleted_at' IS NOT NULL
-                        AND p.new_row ->> 'deleted_at' IS NULL THEN 'restore'
-                   ELSE 'update'
-               END::public.change_operation,
-               d.old_values, d.new_values, d.changed, actor
-          FROM pairs AS p
-         CROSS JOIN LATERAL (
-            SELECT array_agg(e.key ORDER BY e.key) AS changed,
-                   jsonb_object_agg(e.key, p.old_row -> e.key) AS old_values,
-                   jsonb_object_agg(e.key, e.value) AS new_values
-              FROM jsonb_each(p.new_row) AS e
-             WHERE e.value IS DISTINCT FROM p.old_row -> e.key
-               AND e.key NOT IN ('updated_at', 'updated_by', 'version', 'edit_count',
-                                 'last_login_at', 'login_count')
-         ) AS d
-         WHERE d.changed IS NOT NULL;
+        SELECT TG_TABLE_NAME, o.id, 'delete', to_jsonb(o), actor FROM old_rows AS o;%1$s
+    ELSE%2$s%3$s%4$s;
     END IF;
     RETURN NULL;
 END
 $fn$;
+$create$, branches, pairs, insert_into, generic);
+END
+$gen$;
+SELECT public.refresh_log_changes();
 """
 
 FUNCTION_SIGNATURES = (
     "public.log_changes()",
+    "public.refresh_log_changes()",
     "public.forbid_hard_delete()",
     "public.track_edit()",
     "public.archive_activity_log_partitions(interval, boolean)",
@@ -601,9 +672,11 @@ def upgrade() -> None:
     op.execute(LOG_USER_ACTIVITY)
     op.execute(ARCHIVE_FUNCTION)
     op.execute(TRACK_EDIT)
+    op.execute(LOG_CHANGES)
     op.execute(GRANTS.format(all=", ".join(FUNCTION_SIGNATURES)))
     op.execute("".join(_tracked_triggers(t) for t in TRACKED))
     op.execute("".join(_permission_table_triggers(t) for t in PERMISSION_TABLES))
+    op.execute("SELECT public.refresh_log_changes()")  # now with a branch per logged table
 
 
 def _drop_triggers(table: str, names: Sequence[str]) -> str:
