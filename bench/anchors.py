@@ -50,6 +50,25 @@ def _script(conn: Connection, sql: str) -> None:
         cursor.execute(sql)
 
 
+def _uuid_generate_v4(conn: Connection, notes: list[str]) -> None:
+    """supa_audit requires uuid-ossp, for uuid_generate_v4() on tables without a primary key
+    (orders has one, so it is never called here). Where the server lacks the extension (the
+    embedded PostgreSQL), core's gen_random_uuid() stands in under that name."""
+    available = conn.execute(
+        text("SELECT count(*) FROM pg_available_extensions WHERE name = 'uuid-ossp'")
+    ).scalar()
+    if available:
+        conn.execute(text('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"'))
+        return
+    conn.execute(
+        text(
+            "CREATE FUNCTION public.uuid_generate_v4() RETURNS uuid LANGUAGE sql "
+            "AS 'SELECT gen_random_uuid()'"
+        )
+    )
+    notes.append("supa_audit: no uuid-ossp here; gen_random_uuid() stands in (never called)")
+
+
 def load(conn: Connection, table: str = "public.orders") -> tuple[list[Anchor], list[str]]:
     """Load each anchor found and attach it (its triggers disabled) to ``table``; returns the
     anchors loaded and one line for each that is missing."""
@@ -64,8 +83,7 @@ def load(conn: Connection, table: str = "public.orders") -> tuple[list[Anchor], 
             _script(conn, _91plus_sql(sql))
             conn.execute(text("SELECT audit91.audit_table(CAST(:t AS regclass))"), {"t": table})
         else:
-            # Its control file requires uuid-ossp (uuid_generate_v4() for keyless tables).
-            conn.execute(text('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"'))
+            _uuid_generate_v4(conn, missing)
             _script(conn, _supa_audit_sql(sql))
             conn.execute(text("SELECT audit.enable_tracking(CAST(:t AS regclass))"), {"t": table})
         # Only the row triggers are measured; the TRUNCATE ones never fire here.
@@ -82,3 +100,4 @@ def unload(conn: Connection, table: str = "public.orders") -> None:
     conn.execute(text("DROP SCHEMA IF EXISTS audit CASCADE"))
     # What the anchors needed; this project uses neither.
     conn.execute(text('DROP EXTENSION IF EXISTS hstore, "uuid-ossp"'))
+    conn.execute(text("DROP FUNCTION IF EXISTS public.uuid_generate_v4()"))

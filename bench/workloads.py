@@ -157,10 +157,10 @@ DESIGNS: dict[str, tuple[str, ...]] = {
     anchors.AUDIT_91PLUS.name: anchors.AUDIT_91PLUS.triggers,
     anchors.SUPA_AUDIT.name: anchors.SUPA_AUDIT.triggers,
 }
-# At least 5 rounds; BENCH_TRACKING_REPEATS, BENCH_TRACKING_DESIGNS (a comma-separated
+# At least 5 rounds; BENCH_TRACKING_REPEATS, BENCH_TRACKING_DESIGNS (a ';'-separated
 # subset of DESIGNS) and BENCH_TRACKING_WORKLOADS shorten a run while iterating.
 TRACKING_REPEATS = int(os.environ.get("BENCH_TRACKING_REPEATS", str(max(5, REPEATS))))
-CHOSEN = {d.strip() for d in os.environ.get("BENCH_TRACKING_DESIGNS", "").split(",") if d}
+CHOSEN = {d.strip() for d in os.environ.get("BENCH_TRACKING_DESIGNS", "").split(";") if d}
 # BENCH_TRACKING_WORKLOADS: the numbers (1-6) of the workloads to run, e.g. "2,3".
 PICKED = {w.strip() for w in os.environ.get("BENCH_TRACKING_WORKLOADS", "").split(",") if w}
 MOONSHOT = 0.75  # the stretch goal: a quarter under 91plus
