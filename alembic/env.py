@@ -35,16 +35,6 @@ DEFAULT_LOCK_TIMEOUT = "1min"
 DEFAULT_STATEMENT_TIMEOUT = "30min"
 
 
-# --- change log: log_changes() follows the tables' columns ---------------------------------
-# Revision 0005 generates log_changes() from the logged tables' columns. Each migration run
-# regenerates it at the end of every transaction it commits, so a column that a revision adds
-# is compared directly from then on (until then the generic diff logs it). A no-op before 0005.
-REFRESH_CHANGE_LOG = (
-    "DO $refresh$ BEGIN IF to_regprocedure('public.refresh_log_changes()') IS NOT NULL THEN "
-    "PERFORM public.refresh_log_changes(); END IF; END $refresh$"
-)
-
-
 def _x_args() -> dict[str, str]:
     return context.get_x_argument(as_dictionary=True)
 
@@ -110,7 +100,6 @@ def run_migrations_offline() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
-            context.execute(REFRESH_CHANGE_LOG)
 
 
 def _command_fn() -> Any:
@@ -190,9 +179,6 @@ def _run_planned(connection: Connection, engine: Engine) -> None:
     policy = _retry_policy()
     for group in transactions.groups(steps):
         _run_group(connection, engine, group, policy)
-    if not steps:  # already there: still brings log_changes() up to the columns
-        connection.execute(text(REFRESH_CHANGE_LOG))
-        connection.commit()
 
 
 def _run_group(connection: Connection, engine: Engine, group: list[Any], policy: Any) -> None:
@@ -211,7 +197,6 @@ def _run_group(connection: Connection, engine: Engine, group: list[Any], policy:
                         {"t": f"{round(timeout * 1000)}ms"},
                     )
                     context.run_migrations()
-                    connection.execute(text(REFRESH_CHANGE_LOG))
                 config.attributes.setdefault("lock_attempts", {})[progress.label] = attempt
                 return
             except (SQLAlchemyError, KeyboardInterrupt) as exc:
@@ -242,7 +227,6 @@ def run_migrations_online() -> None:
         _configure(connection=given)
         with context.begin_transaction():
             context.run_migrations()
-            given.execute(text(REFRESH_CHANGE_LOG))
         return
     try:
         engine = make_engine(_database_url())
