@@ -118,7 +118,10 @@ def _steps(text_url: str, engine: Engine, scale: float, results: Results) -> Ste
         ("Migration at scale", lambda: workloads.migration_at_scale(text_url, engine, results)),
         # Storage first: later benchmarks roll back writes, which leaves dead rows behind.
         ("Storage after a day's traffic", lambda: workloads.storage(engine, results)),
-        ("Change-tracking overhead (orders)", lambda: workloads.change_tracking(engine, results)),
+        (
+            "Change tracking beside public audit triggers",
+            lambda: workloads.change_tracking(engine, results),
+        ),
         ("RLS overhead", lambda: workloads.rls_overhead(engine, results)),
         ("Activity logging", lambda: workloads.activity_logging(engine, scale, results)),
         (

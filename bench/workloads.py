@@ -4,16 +4,16 @@ logging, partition maintenance, archiving a month to files and back, and audit s
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
+from bench import anchors
 from bench.harness import REPEATS, Results, alternate, ms, percentile, scalar, seconds
 from crm_schema import migrations
 from crm_schema.runbook import archive_files, partitions
@@ -89,128 +89,101 @@ def migration_at_scale(url: str, engine: Engine, results: Results) -> None:
         )
 
 
-# --- 2. change-tracking overhead ---------------------------------------------------------
+# --- 2. change tracking beside the public audit triggers -----------------------------------
 
+# The same six workloads on public.orders under each design's triggers and under none. Each
+# design's figure is its time divided by the time with no trigger in the same round; rounds
+# rotate the order of the designs, so a machine that drifts (this one is shared) moves them
+# together. The median of the rounds is reported with the spread (lowest-highest).
 TRACKING_SETUP = """
 CREATE SCHEMA IF NOT EXISTS bench;
-CREATE OR REPLACE PROCEDURE bench.update_each(n integer) LANGUAGE plpgsql AS $$
+DROP TABLE IF EXISTS bench.targets;
+-- The orders the update workloads change: 100 000 real ones, never the delete's fodder.
+CREATE TABLE bench.targets AS
+    SELECT row_number() OVER (ORDER BY id) AS n, id FROM public.orders
+     WHERE notes IS DISTINCT FROM 'bench fodder' ORDER BY id LIMIT 100000;
+CREATE UNIQUE INDEX ON bench.targets (n);
+ANALYZE bench.targets;
+CREATE OR REPLACE PROCEDURE bench.update_each(k integer) LANGUAGE plpgsql AS $$
 DECLARE r record;
 BEGIN
-    FOR r IN SELECT id FROM public.orders ORDER BY id LIMIT n LOOP
-        UPDATE public.orders SET notes = 'bench ' || clock_timestamp() WHERE id = r.id;
+    FOR r IN SELECT id FROM bench.targets WHERE n <= k ORDER BY n LOOP
+        UPDATE public.orders SET notes = 'each ' || clock_timestamp() WHERE id = r.id;
         COMMIT;
     END LOOP;
 END $$;
 """
+FODDER = "bench fodder"
+# name: (SQL, whether it commits itself). :d and :a are a dispensary and its agent.
 WORKLOADS = {
-    "20 000 single-row updates, one per transaction": ("CALL bench.update_each(20000)", True),
-    "20 000 single-row updates in one transaction": (
-        "DO $$ DECLARE r record; BEGIN FOR r IN SELECT id FROM public.orders ORDER BY id "
-        "LIMIT 20000 LOOP UPDATE public.orders SET notes = 'one txn' WHERE id = r.id; "
+    "bulk UPDATE, 100k rows, 1 statement": (
+        "UPDATE public.orders AS o SET notes = 'bulk ' || t.n FROM bench.targets AS t "
+        "WHERE o.id = t.id",
+        False,
+    ),
+    "20k single-row UPDATEs, one transaction": (
+        "DO $$ DECLARE r record; BEGIN FOR r IN SELECT id FROM bench.targets WHERE n <= 20000 "
+        "ORDER BY n LOOP UPDATE public.orders SET notes = 'one txn' WHERE id = r.id; "
         "END LOOP; END $$",
         False,
     ),
-    "bulk UPDATE of 100 000 rows": (
-        "UPDATE public.orders SET notes = 'bulk' WHERE id IN "
-        "(SELECT id FROM public.orders ORDER BY id LIMIT 100000)",
+    "20k single-row UPDATEs, one transaction each": ("CALL bench.update_each(20000)", True),
+    "20k single-row INSERTs": (
+        "DO $$ DECLARE d uuid := '{d}'; a uuid := '{a}'; BEGIN FOR i IN 1..20000 LOOP "
+        "INSERT INTO public.orders (dispensary_id, agent_id, total_amount) VALUES (d, a, i); "
+        "END LOOP; END $$",
         False,
     ),
-    "20 000 inserts (one statement)": (
+    "bulk INSERT, 100k rows": (
         "INSERT INTO public.orders (dispensary_id, agent_id, total_amount) "
-        "SELECT d.id, d.assigned_agent_id, 10 FROM public.dispensary_profiles d, "
-        "generate_series(1, 20000 / (SELECT count(*) FROM public.dispensary_profiles) + 1) "
-        "LIMIT 20000",
+        "SELECT '{d}', '{a}', g FROM generate_series(1, 100000) AS g",
         False,
     ),
-    "100 000-row delete": (
-        "DELETE FROM public.orders WHERE id IN (SELECT o.id FROM public.orders o "
-        "WHERE NOT EXISTS (SELECT 1 FROM public.order_items i WHERE i.order_id = o.id) "
-        "LIMIT 100000)",
-        False,
-    ),
+    "bulk DELETE, 100k rows": (f"DELETE FROM public.orders WHERE notes = '{FODDER}'", False),
 }
-TARGETS = {"bulk": 2.0, "single": 1.6}
 
-
-# Which of orders' triggers a run keeps: all, none, or one family (the profile of the cost).
-TRIGGER_SETS = {
-    "all": (
-        "orders_track_edit",
-        "orders_forbid_hard_delete",
-        "orders_log_insert",
-        "orders_log_update",
-        "orders_log_delete",
-    ),
+# Which of orders' triggers each design runs with.
+CRM_ALL = (
+    "orders_track_edit",
+    "orders_forbid_hard_delete",
+    "orders_log_insert",
+    "orders_log_update",
+    "orders_log_delete",
+)
+DESIGNS: dict[str, tuple[str, ...]] = {
     "none": (),
-    "edit tracking only": ("orders_track_edit", "orders_forbid_hard_delete"),
-    "change log only": ("orders_log_insert", "orders_log_update", "orders_log_delete"),
+    "crm-schema, everything on": CRM_ALL,
+    "crm-schema, change log alone": ("orders_log_insert", "orders_log_update", "orders_log_delete"),
+    anchors.AUDIT_91PLUS.name: anchors.AUDIT_91PLUS.triggers,
+    anchors.SUPA_AUDIT.name: anchors.SUPA_AUDIT.triggers,
 }
-
-
-# The change log's cost taken apart: each step is a stand-in trigger on orders (alone, like
-# "change log only") that does a little more of what log_changes does. Created inside the
-# measured transaction, which is rolled back.
-PROFILE_SETUP = """
-CREATE OR REPLACE FUNCTION bench.noop() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RETURN NULL; END $$;
-CREATE OR REPLACE FUNCTION bench.log_row() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO public.change_log (table_name, record_id, operation)
-    VALUES (TG_TABLE_NAME, NEW.id, 'update');
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE FUNCTION bench.log_row_actor() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO public.change_log (table_name, record_id, operation, changed_by)
-    VALUES (TG_TABLE_NAME, NEW.id, 'update', auth.uid());
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE FUNCTION bench.log_row_actor_json() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO public.change_log
-        (table_name, record_id, operation, changed_by, old_values, new_values)
-    VALUES (TG_TABLE_NAME, NEW.id, 'update', auth.uid(), to_jsonb(OLD), to_jsonb(NEW));
-    RETURN NULL;
-END $$;
-"""
-PROFILE = {
-    "a statement trigger that only captures the transition tables": (
-        "CREATE TRIGGER bench_profile AFTER UPDATE ON public.orders REFERENCING OLD TABLE AS o "
-        "NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION bench.noop()"
-    ),
-    "+ one bare change_log row per update": (
-        "CREATE TRIGGER bench_profile AFTER UPDATE ON public.orders "
-        "FOR EACH ROW EXECUTE FUNCTION bench.log_row()"
-    ),
-    "+ the actor, auth.uid()": (
-        "CREATE TRIGGER bench_profile AFTER UPDATE ON public.orders "
-        "FOR EACH ROW EXECUTE FUNCTION bench.log_row_actor()"
-    ),
-    "+ old and new row as jsonb (then log_changes adds the diff)": (
-        "CREATE TRIGGER bench_profile AFTER UPDATE ON public.orders "
-        "FOR EACH ROW EXECUTE FUNCTION bench.log_row_actor_json()"
-    ),
-}
+# At least 5 rounds; BENCH_TRACKING_REPEATS, BENCH_TRACKING_DESIGNS (a ';'-separated
+# subset of DESIGNS) and BENCH_TRACKING_WORKLOADS shorten a run while iterating.
+TRACKING_REPEATS = int(os.environ.get("BENCH_TRACKING_REPEATS", str(max(5, REPEATS))))
+CHOSEN = {d.strip() for d in os.environ.get("BENCH_TRACKING_DESIGNS", "").split(";") if d}
+# BENCH_TRACKING_WORKLOADS: the numbers (1-6) of the workloads to run, e.g. "2,3".
+PICKED = {w.strip() for w in os.environ.get("BENCH_TRACKING_WORKLOADS", "").split(",") if w}
+MOONSHOT = 0.75  # the issue's stretch goal: a quarter under 91plus
 
 
 def _run_workload(
-    engine: Engine, sql: str, commits: bool, triggers: str, extra_trigger: str = ""
+    engine: Engine, sql: str, commits: bool, triggers: tuple[str, ...], claims: str
 ) -> float:
     with engine.connect() as conn:
         if commits:
             conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("ALTER TABLE public.orders DISABLE TRIGGER USER"))
-        for trigger in TRIGGER_SETS[triggers]:
+        for trigger in triggers:
             conn.execute(text(f"ALTER TABLE public.orders ENABLE TRIGGER {trigger}"))
+        # Signed in, as on Supabase: auth.uid() has a JWT to read.
+        conn.execute(text("SELECT set_config('request.jwt.claims', :c, false)"), {"c": claims})
         if not commits:
             conn.commit()
-        if extra_trigger:
-            assert not commits, "a profiling trigger lives only in a rolled-back transaction"
-            conn.execute(text(extra_trigger))
         elapsed = seconds(lambda: conn.execute(text(sql)))
         if not commits:
-            conn.rollback()  # every repeat starts from the same table
+            conn.rollback()  # every round starts from the same table
         conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
+        conn.execute(text("RESET request.jwt.claims"))
         if not commits:
             conn.commit()
         return elapsed
@@ -224,91 +197,97 @@ def _delete_fodder(engine: Engine) -> None:
             text(
                 "INSERT INTO public.orders (dispensary_id, total_amount, notes) "
                 "SELECT (SELECT id FROM public.dispensary_profiles ORDER BY id LIMIT 1), 0, "
-                "'bench fodder' FROM generate_series(1, 100000)"
+                f"'{FODDER}' FROM generate_series(1, 100000)"
             )
         )
         conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
 
 
-PROFILED = "20 000 single-row updates in one transaction"
-
-# Supabase's own auth.uid(): the shim's body without its SET search_path clause. A SQL
-# function with a SET clause is never inlined: every call switches search_path and, in each
-# new transaction, parses and plans the body again. On Supabase the triggers pay neither.
-SUPABASE_AUTH_UID = """
-CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
-    SELECT coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
-                    nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')::uuid
-$$"""
-
-
-@contextmanager
-def supabase_auth_uid(engine: Engine) -> Iterator[None]:
-    """auth.uid() as Supabase defines it, for the length of the block (bench database only)."""
-    with engine.begin() as conn:
-        shim = scalar(conn, "SELECT pg_get_functiondef('auth.uid()'::regprocedure)")
-        conn.execute(text(SUPABASE_AUTH_UID))
-    try:
-        yield
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(str(shim)))
-
-
-def _profile_change_log(engine: Engine, sql: str, results: Results) -> None:
-    """Where the change log's cost per single-row update goes, step by step."""
-    for step, trigger in PROFILE.items():
-        part = alternate(
-            lambda trigger=trigger: _run_workload(engine, sql, False, "none", trigger),
-            lambda: _run_workload(engine, sql, False, "none"),
+def _rounds(
+    engine: Engine, sql: str, commits: bool, designs: list[str], claims: str
+) -> dict[str, list[float]]:
+    """Seconds per design and round; each round runs every design once, in rotated order."""
+    times: dict[str, list[float]] = {d: [] for d in designs}
+    for turn in range(TRACKING_REPEATS):
+        for design in designs[turn % len(designs) :] + designs[: turn % len(designs)]:
+            times[design].append(_run_workload(engine, sql, commits, DESIGNS[design], claims))
+        print(
+            f"      round {turn + 1}/{TRACKING_REPEATS}: "
+            + ", ".join(f"{d} {t[-1]:.2f}s" for d, t in times.items()),
+            flush=True,
         )
-        results.add("change tracking", f"  profile: {step}", f"{part.ratio:.2f}x")
+    return times
+
+
+def _ratio(times: dict[str, list[float]], design: str) -> tuple[float, float, float]:
+    """Median, lowest and highest of the design's per-round ratio to no trigger at all."""
+    ratios = [a / b for a, b in zip(times[design], times["none"], strict=True)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def change_tracking(engine: Engine, results: Results) -> None:
+    _delete_fodder(engine)
     with engine.begin() as conn:
         conn.execute(text(TRACKING_SETUP))
-        conn.execute(text(PROFILE_SETUP))
-    _delete_fodder(engine)
-    for name, (sql, commits) in WORKLOADS.items():
-        pair = alternate(
-            lambda sql=sql, commits=commits: _run_workload(engine, sql, commits, "all"),
-            lambda sql=sql, commits=commits: _run_workload(engine, sql, commits, "none"),
-        )
-        target = TARGETS["bulk"] if "bulk" in name or "delete" in name else TARGETS["single"]
-        results.add(
-            "change tracking",
-            f"{name}: with / without triggers",
-            f"{pair.a:.2f}s / {pair.b:.2f}s = {pair.ratio:.2f}x",
-            f"<= {target}x",
-            pair.ratio <= target,
-        )
-        if "update" in name:  # where the cost goes: each family of triggers on its own
-            for family in ("edit tracking only", "change log only"):
-                part = alternate(
-                    lambda sql=sql, commits=commits, family=family: _run_workload(
-                        engine, sql, commits, family
-                    ),
-                    lambda sql=sql, commits=commits: _run_workload(engine, sql, commits, "none"),
-                )
-                results.add("change tracking", f"  {family}", f"{part.ratio:.2f}x")
-        if name == PROFILED:
-            _profile_change_log(engine, sql, results)
-        if "update" in name:
-            with supabase_auth_uid(engine):
-                real = alternate(
-                    lambda sql=sql, commits=commits: _run_workload(engine, sql, commits, "all"),
-                    lambda sql=sql, commits=commits: _run_workload(engine, sql, commits, "none"),
-                )
+        dispensary, agent = conn.execute(
+            text(
+                "SELECT id, assigned_agent_id FROM public.dispensary_profiles "
+                "WHERE assigned_agent_id IS NOT NULL ORDER BY id LIMIT 1"
+            )
+        ).one()
+        # An admin signed in through the API: the only user who may hard-delete.
+        admin = conn.execute(
+            text("SELECT id FROM public.profiles WHERE role = 'admin' ORDER BY id LIMIT 1")
+        ).scalar_one()
+        claims = json.dumps({"role": "authenticated", "sub": str(admin)})
+        loaded, missing = anchors.load(conn)
+    for line in missing:
+        results.add("change tracking", line, "")
+    names = {a.name for a in loaded}
+    designs = [
+        d
+        for d in DESIGNS
+        if (d == "none" or not CHOSEN or d in CHOSEN)
+        and (d.startswith(("none", "crm-schema")) or d in names)
+    ]
+    try:
+        for number, (workload, (sql, commits)) in enumerate(WORKLOADS.items(), 1):
+            if PICKED and str(number) not in PICKED:
+                continue
+            print(f"    {workload}:", flush=True)
+            times = _rounds(engine, sql.format(d=dispensary, a=agent), commits, designs, claims)
+            _report(results, workload, times, designs)
+    finally:
+        with engine.begin() as conn:  # the anchors and the fodder go: later steps see the CRM
+            anchors.unload(conn)
+            conn.execute(text("ALTER TABLE public.orders DISABLE TRIGGER USER"))
+            conn.execute(text(f"DELETE FROM public.orders WHERE notes = '{FODDER}'"))
+            conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
+
+
+def _report(
+    results: Results, workload: str, times: dict[str, list[float]], designs: list[str]
+) -> None:
+    results.add(
+        "change tracking",
+        f"{workload}: no trigger (median of {TRACKING_REPEATS})",
+        f"{statistics.median(times['none']):.2f} s",
+    )
+    anchor = anchors.AUDIT_91PLUS.name
+    bar = _ratio(times, anchor)[0] if anchor in designs else None
+    for design in designs[1:]:
+        ratio, low, high = _ratio(times, design)
+        figure = f"{ratio:.2f}x ({low:.2f}-{high:.2f})"
+        if design == "crm-schema, everything on" and bar is not None:
             results.add(
                 "change tracking",
-                "  with Supabase's own auth.uid() (inlined)",
-                f"{real.ratio:.2f}x",
+                f"  {design}",
+                figure,
+                f"<= 91plus ({bar:.2f}x); moonshot <= {bar * MOONSHOT:.2f}x",
+                ratio <= bar,
             )
-    with engine.begin() as conn:  # the fodder goes, so later queries see the real CRM
-        conn.execute(text("ALTER TABLE public.orders DISABLE TRIGGER USER"))
-        conn.execute(text("DELETE FROM public.orders WHERE notes = 'bench fodder'"))
-        conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
+        else:
+            results.add("change tracking", f"  {design}", figure)
 
 
 # --- 3. RLS overhead ---------------------------------------------------------------------
