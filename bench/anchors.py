@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from crm_schema.db import first_line
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = Path(os.environ.get("BENCH_ANCHORS", REPO.parent / "shared" / "anchors"))
@@ -50,10 +53,12 @@ def _script(conn: Connection, sql: str) -> None:
         cursor.execute(sql)
 
 
-def _uuid_generate_v4(conn: Connection, notes: list[str]) -> None:
-    """supa_audit requires uuid-ossp, for uuid_generate_v4() on tables without a primary key
-    (orders has one, so it is never called here). Where the server lacks the extension (the
-    embedded PostgreSQL), core's gen_random_uuid() stands in under that name."""
+def _uuid_ossp(conn: Connection, notes: list[str]) -> None:
+    """supa_audit requires uuid-ossp: uuid_generate_v4() (tables without a primary key; orders
+    has one, so it is never called here) and uuid_generate_v5() (each row's record id, called
+    on every change). Where the server lacks the extension (the embedded PostgreSQL), core
+    functions stand in under those names: gen_random_uuid(), and an md5 of the namespace and
+    the name for v5 (v5 hashes them with SHA-1; one hash per row either way)."""
     available = conn.execute(
         text("SELECT count(*) FROM pg_available_extensions WHERE name = 'uuid-ossp'")
     ).scalar()
@@ -63,10 +68,12 @@ def _uuid_generate_v4(conn: Connection, notes: list[str]) -> None:
     conn.execute(
         text(
             "CREATE FUNCTION public.uuid_generate_v4() RETURNS uuid LANGUAGE sql "
-            "AS 'SELECT gen_random_uuid()'"
+            "AS 'SELECT gen_random_uuid()';\n"
+            "CREATE FUNCTION public.uuid_generate_v5(namespace uuid, name text) RETURNS uuid "
+            "LANGUAGE sql IMMUTABLE AS 'SELECT md5(namespace::text || name)::uuid'"
         )
     )
-    notes.append("supa_audit: no uuid-ossp here; gen_random_uuid() stands in (never called)")
+    notes.append("supa_audit: no uuid-ossp here; core functions stand in for v4 and v5 (md5)")
 
 
 def load(conn: Connection, table: str = "public.orders") -> tuple[list[Anchor], list[str]]:
@@ -79,13 +86,21 @@ def load(conn: Connection, table: str = "public.orders") -> tuple[list[Anchor], 
             missing.append(f"{anchor.name}: not found at {path}, not measured")
             continue
         sql = path.read_text()
-        if anchor is AUDIT_91PLUS:
-            _script(conn, _91plus_sql(sql))
-            conn.execute(text("SELECT audit91.audit_table(CAST(:t AS regclass))"), {"t": table})
-        else:
-            _uuid_generate_v4(conn, missing)
-            _script(conn, _supa_audit_sql(sql))
-            conn.execute(text("SELECT audit.enable_tracking(CAST(:t AS regclass))"), {"t": table})
+        conn.execute(text("SAVEPOINT anchor"))
+        try:
+            if anchor is AUDIT_91PLUS:
+                _script(conn, _91plus_sql(sql))
+                conn.execute(text("SELECT audit91.audit_table(CAST(:t AS regclass))"), {"t": table})
+            else:
+                _uuid_ossp(conn, missing)
+                _script(conn, _supa_audit_sql(sql))
+                conn.execute(
+                    text("SELECT audit.enable_tracking(CAST(:t AS regclass))"), {"t": table}
+                )
+        except DBAPIError as exc:  # one anchor that will not load does not stop the others
+            conn.execute(text("ROLLBACK TO SAVEPOINT anchor"))
+            missing.append(f"{anchor.name}: failed to load ({first_line(exc)}), not measured")
+            continue
         # Only the row triggers are measured; the TRUNCATE ones never fire here.
         conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
         loaded.append(anchor)
@@ -101,3 +116,4 @@ def unload(conn: Connection, table: str = "public.orders") -> None:
     # What the anchors needed; this project uses neither.
     conn.execute(text('DROP EXTENSION IF EXISTS hstore, "uuid-ossp"'))
     conn.execute(text("DROP FUNCTION IF EXISTS public.uuid_generate_v4()"))
+    conn.execute(text("DROP FUNCTION IF EXISTS public.uuid_generate_v5(uuid, text)"))
