@@ -7,6 +7,7 @@ every query on a busy table behind it) and run each revision in its own transact
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from logging.config import fileConfig
@@ -112,6 +113,24 @@ def run_migrations_offline() -> None:
 def _command_fn() -> Any:
     """The work function of the alembic command being run (after a first ``configure``)."""
     return context.get_context().environment_context.context_opts.get("fn")
+
+
+def _stamping(connection: Connection) -> bool:
+    """True for ``stamp`` however it was called (the command line, alembic.command.stamp(),
+    crm_schema.migrations.stamp()): adopting a baseline is exactly what stamping is for."""
+    quiet = logging.getLogger("alembic.runtime.migration")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # its "Context impl ..." lines belong to the real run
+    try:
+        _configure(connection=connection)
+        command_fn = _command_fn()
+    finally:
+        quiet.setLevel(level)
+    connection.rollback()
+    return (
+        getattr(command_fn, "__module__", "") == "alembic.command"
+        and getattr(command_fn, "__name__", "") == "do_stamp"
+    )
 
 
 def _runs_revisions() -> bool:
@@ -271,7 +290,7 @@ def run_migrations_online() -> None:
     except DatabaseError as exc:
         raise CommandError(str(exc)) from exc
     with connection:
-        if not adopting_baseline(config):
+        if not adopting_baseline(config) and not _stamping(connection):
             try:
                 refuse_unstamped_baseline(connection)  # before alembic_version is created
             except DatabaseError as exc:

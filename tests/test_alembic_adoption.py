@@ -105,3 +105,9 @@ def test_new_revision_is_formatted_without_ruff_on_path(tmp_path: Path) -> None:
     written = tmp_path / "alembic" / "versions" / "0099_thing.py"
     assert "revision: str = '0099_thing'" not in written.read_text()  # ruff's quotes, not repr's
     assert 'revision: str = "0099_thing"' in written.read_text()
+
+
+def test_alembic_command_stamp_adopts_from_python_too(unstamped: Engine) -> None:
+    """alembic.command.stamp(), called directly, is a stamp like any other."""
+    command.stamp(migrations.make_config(unstamped.url), BASELINE)
+    assert migrations.current_revision(unstamped.url) == BASELINE
