@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from sqlalchemy import Connection, Engine, create_engine, pool
 from sqlalchemy.engine import URL, make_url
 
-from crm_schema import embedded, migrations
+from crm_schema import embedded, migrations, seed_data
 
 REPO = Path(__file__).resolve().parents[1]
 SUPABASE_SHAPE = os.environ.get("CRM_TEST_SUPABASE_SHAPE") == "1"
@@ -169,6 +170,26 @@ def migrated_template(pg_server: PgServer, base_template: str | None) -> Iterato
 
     with pg_server.janitor(name, as_template=True, template_dbname=base_template) as janitor:
         janitor.load(upgrade_head)
+        yield name
+
+
+@contextmanager
+def seeded_template(pg_server: PgServer, prefix: str, scale: float, revision: str) -> Iterator[str]:
+    """A template database holding seed_data's CRM at ``scale`` (loaded at the baseline),
+    then migrated to ``revision``; dropped on exit."""
+    name = new_db_name(prefix)
+
+    def load(**_: Any) -> None:
+        url = pg_server.url(name)
+        migrations.upgrade(url, migrations.BASELINE_REVISION)
+        engine = create_engine(url, poolclass=pool.NullPool)
+        with engine.connect() as connection:
+            seed_data.generate(connection, scale)
+        engine.dispose()
+        migrations.upgrade(url, revision)
+
+    with pg_server.janitor(name, as_template=True) as janitor:
+        janitor.load(load)
         yield name
 
 

@@ -25,10 +25,10 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import URL
 
 from bench.live_traffic import Traffic
-from crm_schema import cli, migrations, seed_data, transactions
+from crm_schema import cli, migrations, transactions
 from crm_schema.db import make_engine
 from tests import catalog
-from tests.conftest import PgServer, new_db_name
+from tests.conftest import PgServer, new_db_name, seeded_template
 
 PHASE1 = "0003_phase1_schema_structure"
 PHASE2 = "0004_phase2_indexes_constraints"
@@ -38,20 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def at_phase1(pg_server: PgServer) -> Iterator[str]:
-    """A template at 0003 holding a small CRM, loaded at the baseline."""
-    name = new_db_name("crm_crash_tmpl")
-
-    def load(**_: Any) -> None:
-        url = pg_server.url(name)
-        migrations.upgrade(url, BASELINE)
-        engine = make_engine(url)
-        with engine.connect() as connection:
-            seed_data.generate(connection, 1e-6)  # the fewest rows it makes: a few of each
-        engine.dispose()
-        migrations.upgrade(url, PHASE1)
-
-    with pg_server.janitor(name, as_template=True) as janitor:
-        janitor.load(load)
+    """A template at 0003 holding a small CRM (the fewest rows seed_data makes)."""
+    with seeded_template(pg_server, "crm_crash_tmpl", 1e-6, PHASE1) as name:
         yield name
 
 
@@ -170,6 +158,27 @@ def _text(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def _upgrade_in_the_background(url: URL, logs: Path, **env: str) -> subprocess.Popen[str]:
+    """`crm-schema upgrade` as a DBA's shell runs it: a process of its own, to signal."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crm_schema.cli",
+            "upgrade",
+            "--url",
+            _text(url),
+            "--log-dir",
+            str(logs),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **env},
+    )
+
+
 def _kill_at_first(statements: list[str], prefix: str) -> int:
     return next(i for i, s in enumerate(statements, 1) if s.lstrip().startswith(prefix))
 
@@ -226,23 +235,7 @@ def test_stopping_a_waiting_index_build_from_the_shell(
     snapshot = engine.connect()
     snapshot.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
     snapshot.execute(text("SELECT 1"))
-    run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "crm_schema.cli",
-            "upgrade",
-            "--url",
-            _text(url),
-            "--log-dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "CRM_LOCK_TIMEOUT": "5min"},
-    )
+    run = _upgrade_in_the_background(url, tmp_path, CRM_LOCK_TIMEOUT="5min")
     try:
         deadline = time.monotonic() + 120  # a hang guard, not a measurement
         while _waiting_concurrent_build(engine) is None:
@@ -327,22 +320,7 @@ def test_ctrl_c_while_retrying_for_locks_stops_in_one_line(
     engine = make_engine(url)
     blocker = engine.connect()
     blocker.execute(text("LOCK TABLE public.orders IN ROW EXCLUSIVE MODE"))
-    run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "crm_schema.cli",
-            "upgrade",
-            "--url",
-            _text(url),
-            "--log-dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    run = _upgrade_in_the_background(url, tmp_path)
     try:
         deadline = time.monotonic() + 120  # a hang guard, not a measurement
         with engine.connect() as watcher:

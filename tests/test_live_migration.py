@@ -15,9 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from bench.live_traffic import Traffic
-from crm_schema import cli, migrations, seed_data
+from crm_schema import cli, migrations
 from crm_schema.db import make_engine
-from tests.conftest import PgServer, new_db_name
+from tests.conftest import PgServer, new_db_name, seeded_template
 
 BASELINE = migrations.BASELINE_REVISION
 HEAD = migrations.revision_ids()[-1]
@@ -33,18 +33,7 @@ STOPS = [
 @pytest.fixture(scope="module")
 def seeded_baseline(pg_server: PgServer) -> Iterator[str]:
     """A small but complete CRM at the baseline (agents with dispensaries, orders, tasks)."""
-    name = new_db_name("crm_live_tmpl")
-
-    def load(**_: Any) -> None:
-        url = pg_server.url(name)
-        migrations.upgrade(url, BASELINE)
-        engine = make_engine(url)
-        with engine.connect() as connection:
-            seed_data.generate(connection, 0.001)
-        engine.dispose()
-
-    with pg_server.janitor(name, as_template=True) as janitor:
-        janitor.load(load)
+    with seeded_template(pg_server, "crm_live_tmpl", 0.001, BASELINE) as name:
         yield name
 
 
