@@ -61,7 +61,12 @@ def live_migration(url: str, results: Results) -> None:
     results.add(
         group, "rollback ended at the baseline", str(reached), "yes", reached == "0002_crm_baseline"
     )
-    before = traffic.summary("start", "upgrade")
+    # What each run is compared with: the traffic just before it (the rollback starts from
+    # head, where requests cost more than at the baseline: RLS helpers, triggers).
+    just_before = {
+        "during upgrade": traffic.summary("start", "upgrade"),
+        "during rollback": traffic.summary("upgraded", "rollback"),
+    }
     windows = {
         "before": ("start", "upgrade"),
         "during upgrade": ("upgrade", "upgraded"),
@@ -87,8 +92,10 @@ def live_migration(url: str, results: Results) -> None:
                 "<= 250 ms",
                 figures["max_ms"] <= 250,
             )
-            ratio = figures["p99_ms"] / before["p99_ms"]
-            results.add(group, f"{label}: p99 / p99 before", f"{ratio:.2f}x", "<= 2x", ratio <= 2)
+            ratio = figures["p99_ms"] / just_before[label]["p99_ms"]
+            results.add(
+                group, f"{label}: p99 / p99 just before", f"{ratio:.2f}x", "<= 2x", ratio <= 2
+            )
     errors = traffic.errors()
     results.add(
         group,
