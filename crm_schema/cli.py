@@ -320,9 +320,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if not _quiet(args):
         print(f"Rolling back {redact(url)} from {current} to {BASELINE}")
     began = time.perf_counter()
+    # Before the downgrade drops the functions they call: a job left behind would fail
+    # every month.
+    with _connect(args) as connection:
+        removed = partitions.unschedule(connection)
+        connection.commit()
+    if removed and not _quiet(args):
+        print(f"Removed pg_cron jobs: {', '.join(removed)}")
     migrations.downgrade(url, BASELINE)
     with _connect(args) as connection:
         report = rollback.verify_rolled_back(connection)
+    report.note("pg_cron jobs removed", Status.INFO, ", ".join(removed) or "none scheduled here")
     report.notes.append(f"Rolled back in {time.perf_counter() - began:.2f}s.")
     return _show(report, args)
 

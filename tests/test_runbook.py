@@ -324,7 +324,9 @@ def test_rollback_refuses_to_discard_data_without_yes(baseline: Engine) -> None:
     assert statuses(data) == {
         "seed: new tables removed": "PASS",
         "seed: new profile columns removed": "PASS",
+        "pg_cron jobs removed": "INFO",
     }
+    assert check(data, "pg_cron jobs removed")["actual"] == "none scheduled here"
     assert migrations.current_revision(baseline.url) == BASELINE
     with baseline.connect() as connection:
         after = catalog.table_rows(connection)
