@@ -336,7 +336,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    written = offline.write(Path(args.out))
+    if args.supabase:
+        written = offline.write_supabase(Path(args.supabase))
+    else:
+        written = offline.write(Path(args.out))
     if _quiet(args):
         files = [{"file": str(path)} for path in written]
         render_json(Report("SQL files", tables={"Written": files}), sys.stdout)
@@ -572,12 +575,19 @@ def _parser() -> argparse.ArgumentParser:
     p = _add(
         sub,
         "sql",
-        "write the seed's two SQL files (upgrade and rollback)",
+        "write the seed's two SQL files, or Supabase CLI migrations",
         cmd_sql,
         url=False,
         json=True,
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the .sql files")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", metavar="DIR", help="folder for the .sql files")
+    target.add_argument(
+        "--supabase",
+        metavar="DIR",
+        help="a Supabase CLI project: one migration per commit in DIR/supabase/migrations/ "
+        "and a pgTAP test in DIR/supabase/tests/",
+    )
 
     p = _add(sub, "partitions", "activity-log partition maintenance", cmd_partitions, json=True)
     p.add_argument("action", choices=["ensure", "archive", "restore", "schedule"])
