@@ -10,6 +10,7 @@ from alembic import command
 from alembic.script import Script
 
 from crm_schema import migrations
+from crm_schema.runbook import pgtap
 
 UPGRADE_FILE = "enhanced-schema-migration.sql"
 ROLLBACK_FILE = "rollback-enhanced-schema.sql"
@@ -55,7 +56,8 @@ def supabase_migration_name(batch: list[Script]) -> str:
 
 
 def write_supabase(project_dir: Path) -> list[Path]:
-    """One migration file per commit, in ``supabase/migrations/`` of a Supabase CLI project.
+    """One migration file per commit, in ``supabase/migrations/`` of a Supabase CLI project,
+    and the pgTAP test of the access model in ``supabase/tests/``.
 
     Each is Alembic's offline SQL for that step: the first creates ``alembic_version`` and
     every one moves it on, so ``alembic current`` stays right and a team can switch tools.
@@ -72,4 +74,7 @@ def write_supabase(project_dir: Path) -> list[Path]:
             command.upgrade(config, f"{previous}:{last}" if previous else last, sql=True)
         written.append(path)
         previous = last
-    return written
+    tests = project_dir / "supabase" / "tests"
+    tests.mkdir(parents=True, exist_ok=True)
+    (tests / pgtap.TEST_FILE).write_text(pgtap.TEST_SQL)
+    return [*written, tests / pgtap.TEST_FILE]
