@@ -321,15 +321,26 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if not _quiet(args):
         print(f"Rolling back {redact(url)} from {current} to {BASELINE}")
     began = time.perf_counter()
+    # Before the downgrade drops the functions they call: a job left behind would fail
+    # every month.
+    with _connect(args) as connection:
+        removed = partitions.unschedule(connection)
+        connection.commit()
+    if removed and not _quiet(args):
+        print(f"Removed pg_cron jobs: {', '.join(removed)}")
     migrations.downgrade(url, BASELINE)
     with _connect(args) as connection:
         report = rollback.verify_rolled_back(connection)
+    report.note("pg_cron jobs removed", Status.INFO, ", ".join(removed) or "none scheduled here")
     report.notes.append(f"Rolled back in {time.perf_counter() - began:.2f}s.")
     return _show(report, args)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    written = offline.write(Path(args.out))
+    if args.supabase:
+        written = offline.write_supabase(Path(args.supabase))
+    else:
+        written = offline.write(Path(args.out))
     if _quiet(args):
         files = [{"file": str(path)} for path in written]
         render_json(Report("SQL files", tables={"Written": files}), sys.stdout)
@@ -565,12 +576,19 @@ def _parser() -> argparse.ArgumentParser:
     p = _add(
         sub,
         "sql",
-        "write the seed's two SQL files (upgrade and rollback)",
+        "write the seed's two SQL files, or Supabase CLI migrations",
         cmd_sql,
         url=False,
         json=True,
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the .sql files")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", metavar="DIR", help="folder for the .sql files")
+    target.add_argument(
+        "--supabase",
+        metavar="DIR",
+        help="a Supabase CLI project: one migration per commit in DIR/supabase/migrations/ "
+        "and a pgTAP test in DIR/supabase/tests/",
+    )
 
     p = _add(sub, "partitions", "activity-log partition maintenance", cmd_partitions, json=True)
     p.add_argument("action", choices=["ensure", "archive", "restore", "schedule"])

@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from tests.conftest import SUPABASE_SHAPE
+
 USER_SCHEMAS = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
     "AND n.nspname NOT LIKE 'pg\\_temp%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp%'"
@@ -120,3 +122,44 @@ def table_rows(connection: Connection) -> dict[str, list[str]]:
         )
         for table in tables
     }
+
+
+# What 0006's downgrade deliberately leaves revoked (README, "Row Level Security"): on a
+# Supabase-shaped database the default privileges had granted it, so there a rolled-back
+# database differs in exactly this. On plain PostgreSQL it was never granted.
+UNRESTORED_TABLE_PRIVILEGES = "Dxt"  # TRUNCATE, REFERENCES, TRIGGER
+API_ROLES = ("anon", "authenticated")
+
+
+def _without_unrestored(acl: str | None, relkind: str) -> str | None:
+    if acl is None or not SUPABASE_SHAPE:
+        return acl
+    kept = []
+    for item in acl.strip("{}").split(","):
+        grantee, _, rest = item.partition("=")
+        if grantee in API_ROLES:
+            if relkind == "S":
+                continue  # every right on the identity sequences
+            rights, _, grantor = rest.partition("/")
+            rights = "".join(r for r in rights if r not in UNRESTORED_TABLE_PRIVILEGES)
+            if not rights:
+                continue
+            item = f"{grantee}={rights}/{grantor}"
+        kept.append(item)
+    return "{" + ",".join(kept) + "}"
+
+
+def _sorted_acl(acl: str | None) -> str | None:
+    """An ACL's items in a fixed order: a revoked and re-granted right comes back last."""
+    return acl if acl is None else "{" + ",".join(sorted(acl.strip("{}").split(","))) + "}"
+
+
+def rollback_snapshot(connection: Connection) -> dict[str, Any]:
+    """A snapshot to compare across a downgrade: without the grants a rollback deliberately
+    does not give back (none on plain PostgreSQL), and with ACLs in a fixed order."""
+    taken: dict[str, Any] = snapshot(connection)
+    taken["relations"] = [
+        (*row[:5], _without_unrestored(row[5], row[2]), *row[6:]) for row in taken["relations"]
+    ]
+    taken["functions"] = [(*row[:4], _sorted_acl(row[4]), *row[5:]) for row in taken["functions"]]
+    return taken

@@ -52,11 +52,14 @@ def alembic(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return run(str(BIN / "alembic"), *args, **env)
 
 
+def psql() -> str:
+    return shutil.which("psql") or str(embedded.bin_dir() / "psql")
+
+
 def psql_file(url: URL, script: Path) -> subprocess.CompletedProcess[str]:
     """Apply a SQL file the way a DBA would: ``psql -f``, stopping at the first error."""
-    psql = shutil.which("psql") or str(embedded.bin_dir() / "psql")
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return run(psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), conninfo)
+    return run(psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), conninfo)
 
 
 def url_text(url: URL) -> str:

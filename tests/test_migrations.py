@@ -16,7 +16,7 @@ from pytest_alembic.tests import (
     test_up_down_consistency,
     test_upgrade,
 )
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
 from crm_schema import migrations
@@ -31,49 +31,9 @@ __all__ = [
 ]
 
 
-# What 0006's downgrade deliberately leaves revoked (README, "Row Level Security"): on a
-# Supabase-shaped database the default privileges had granted it, so there it differs.
-UNRESTORED_TABLE_PRIVILEGES = "Dxt"  # TRUNCATE, REFERENCES, TRIGGER
-API_ROLES = ("anon", "authenticated")
-
-
-def _without_unrestored(acl: str | None, relkind: str) -> str | None:
-    if acl is None or not SUPABASE_SHAPE:
-        return acl
-    kept = []
-    for item in acl.strip("{}").split(","):
-        grantee, _, rest = item.partition("=")
-        if grantee in API_ROLES:
-            if relkind == "S":
-                continue  # every right on the identity sequences
-            rights, _, grantor = rest.partition("/")
-            rights = "".join(r for r in rights if r not in UNRESTORED_TABLE_PRIVILEGES)
-            if not rights:
-                continue
-            item = f"{grantee}={rights}/{grantor}"
-        kept.append(item)
-    return "{" + ",".join(kept) + "}"
-
-
-def _sorted_acl(acl: str | None) -> str | None:
-    """An ACL's items in a fixed order: a revoked and re-granted right comes back last."""
-    return acl if acl is None else "{" + ",".join(sorted(acl.strip("{}").split(","))) + "}"
-
-
-def _snapshot(connection: Connection) -> dict[str, Any]:
-    snapshot = catalog.snapshot(connection)
-    snapshot["relations"] = [
-        (*row[:5], _without_unrestored(row[5], row[2]), *row[6:]) for row in snapshot["relations"]
-    ]
-    snapshot["functions"] = [
-        (*row[:4], _sorted_acl(row[4]), *row[5:]) for row in snapshot["functions"]
-    ]
-    return snapshot
-
-
 def _state(engine: Engine) -> tuple[dict[str, Any], dict[str, list[str]]]:
     with engine.connect() as connection:
-        return _snapshot(connection), catalog.table_rows(connection)
+        return catalog.rollback_snapshot(connection), catalog.table_rows(connection)
 
 
 def _config(url: URL) -> Config:
@@ -132,10 +92,10 @@ def test_revisions_inside_a_commit_walk_exactly_too(empty_db_url: URL, make_engi
             config.attributes["connection"] = connection
             previous = batch[0].down_revision
             for script in batch:
-                before = (_snapshot(connection), catalog.table_rows(connection))
+                before = (catalog.rollback_snapshot(connection), catalog.table_rows(connection))
                 command.upgrade(config, script.revision)
                 command.downgrade(config, previous)
-                after = (_snapshot(connection), catalog.table_rows(connection))
+                after = (catalog.rollback_snapshot(connection), catalog.table_rows(connection))
                 _assert_restored(before, after, script.revision)
                 command.upgrade(config, script.revision)
                 previous = script.revision
@@ -175,3 +135,25 @@ def test_downgrade_base_leaves_nothing_but_the_version_table(
             )
         ).scalars()
         assert list(leftovers) == ["alembic_version"]
+
+
+@pytest.mark.skipif(not SUPABASE_SHAPE, reason="needs the Supabase-shaped database")
+def test_on_a_supabase_shaped_database_0001_creates_nothing(
+    empty_db_url: URL, make_engine: Any
+) -> None:
+    # Supabase provides the API roles, auth.users and auth.uid()/role()/jwt(): the shim
+    # must find them all and add nothing, not even a marker comment.
+    engine = make_engine(empty_db_url)
+    with engine.connect() as connection:
+        before = catalog.snapshot(connection)
+    command.upgrade(_config(empty_db_url), "0001_supabase_compat")
+    with engine.connect() as connection:
+        assert catalog.diff(before, catalog.snapshot(connection)) == ""
+        marked = connection.execute(
+            text(
+                "SELECT description FROM pg_description WHERE description LIKE 'crm-schema:0001%' "
+                "UNION ALL SELECT description FROM pg_shdescription "
+                "WHERE description = 'crm-schema:0001_supabase_compat:' || current_database()"
+            )
+        ).all()
+        assert marked == []

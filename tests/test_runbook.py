@@ -324,7 +324,9 @@ def test_rollback_refuses_to_discard_data_without_yes(baseline: Engine) -> None:
     assert statuses(data) == {
         "seed: new tables removed": "PASS",
         "seed: new profile columns removed": "PASS",
+        "pg_cron jobs removed": "INFO",
     }
+    assert check(data, "pg_cron jobs removed")["actual"] == "none scheduled here"
     assert migrations.current_revision(baseline.url) == BASELINE
     with baseline.connect() as connection:
         after = catalog.table_rows(connection)
@@ -354,7 +356,7 @@ def test_sql_files_upgrade_and_roll_back_with_psql(
     rollback_sql = tmp_path / "rollback-enhanced-schema.sql"
     assert data["tables"]["Written"] == [{"file": str(upgrade_sql)}, {"file": str(rollback_sql)}]
     with baseline.connect() as connection:
-        at_baseline = catalog.snapshot(connection)
+        at_baseline = catalog.rollback_snapshot(connection)
     applied = psql_file(baseline.url, upgrade_sql)
     assert applied.returncode == 0, applied.stderr
     with baseline.connect() as connection, make_engine(db_url).connect() as head:
@@ -363,7 +365,7 @@ def test_sql_files_upgrade_and_roll_back_with_psql(
     rolled = psql_file(baseline.url, rollback_sql)
     assert rolled.returncode == 0, rolled.stderr
     with baseline.connect() as connection:
-        assert catalog.diff(at_baseline, catalog.snapshot(connection)) == ""
+        assert catalog.diff(at_baseline, catalog.rollback_snapshot(connection)) == ""
     assert migrations.current_revision(baseline.url) == BASELINE
 
 

@@ -341,11 +341,16 @@ def restore(connection: Connection, manifest_file: Path) -> Report:
     return report
 
 
-SCHEDULE_SQL = """\
+# The pg_cron jobs `partitions schedule --apply` creates, by name: `rollback` removes them.
+ENSURE_JOB = "crm-activity-partitions-ensure"
+ARCHIVE_JOB = "crm-activity-partitions-archive"
+CRON_JOBS = (ENSURE_JOB, ARCHIVE_JOB)
+
+SCHEDULE_SQL = f"""\
 -- Run both monthly with pg_cron (where the extension is installed, e.g. on Supabase):
-SELECT cron.schedule('crm-activity-partitions-ensure', '0 3 1 * *',
+SELECT cron.schedule('{ENSURE_JOB}', '0 3 1 * *',
     $$SELECT public.ensure_activity_log_partitions(11)$$);
-SELECT cron.schedule('crm-activity-partitions-archive', '30 3 1 * *',
+SELECT cron.schedule('{ARCHIVE_JOB}', '30 3 1 * *',
     $$SELECT * FROM public.archive_activity_log_partitions(interval '90 days')$$);
 """
 
@@ -357,3 +362,29 @@ def pg_cron_installed(connection: Connection) -> bool:
         ).scalar()
         is True
     )
+
+
+def unschedule(connection: Connection) -> list[str]:
+    """Remove this package's pg_cron jobs (by name) that run in this database; returns the
+    names removed. Nothing to do, and no error, where pg_cron is not installed here.
+
+    ``cron.unschedule(name)`` finds the job by name among the current user's: the jobs
+    ``schedule --apply`` made as this migrator. Jobs of the same name another user made, or
+    that run in another database, are not this database's and stay.
+    """
+    if connection.execute(text("SELECT to_regnamespace('cron') IS NOT NULL")).scalar() is not True:
+        return []
+    names = (
+        connection.execute(
+            text(
+                "SELECT jobname FROM cron.job WHERE jobname = ANY(:names) "
+                "AND username = current_user AND database = current_database() ORDER BY jobname"
+            ),
+            {"names": list(CRON_JOBS)},
+        )
+        .scalars()
+        .all()
+    )
+    for name in names:
+        connection.execute(text("SELECT cron.unschedule(:name)"), {"name": name})
+    return list(names)
