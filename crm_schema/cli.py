@@ -245,9 +245,27 @@ def _record(args: argparse.Namespace, entry: MigrationLogEntry, quiet: bool) -> 
     return path
 
 
+def _unschedule(args: argparse.Namespace) -> list[str]:
+    """Remove the pg_cron jobs `partitions schedule --apply` made; their names."""
+    with _connect(args) as connection:
+        removed = partitions.unschedule(connection)
+        connection.commit()
+    return removed
+
+
+# The revision whose functions the pg_cron jobs call (0004's ensure, 0005's archive): a
+# downgrade below it removes the jobs first, as the rollback does.
+SCHEDULED_FUNCTIONS_REVISION = "0005_phase3_functions_triggers"
+
+
 def cmd_downgrade(args: argparse.Namespace) -> int:
     url = _url(args)
     print(f"Downgrading {redact(url)} to {args.to}")
+    ids = migrations.revision_ids()
+    target = migrations.script_directory().get_revision(args.to)
+    below = target is None or ids.index(target.revision) < ids.index(SCHEDULED_FUNCTIONS_REVISION)
+    if below and (removed := _unschedule(args)):
+        print(f"  removed pg_cron jobs: {', '.join(removed)}")
     migrations.downgrade(url, args.to)
     print(f"  now at {migrations.current_revision(url) or 'base'}")
     return EXIT_PASS
@@ -323,9 +341,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     # Before the downgrade drops the functions they call: a job left behind would fail
     # every month.
-    with _connect(args) as connection:
-        removed = partitions.unschedule(connection)
-        connection.commit()
+    removed = _unschedule(args)
     if removed and not _quiet(args):
         print(f"Removed pg_cron jobs: {', '.join(removed)}")
     migrations.downgrade(url, BASELINE)

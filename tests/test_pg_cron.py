@@ -81,3 +81,15 @@ def test_rollback_unschedules_the_jobs_schedule_apply_created(cron_db: URL) -> N
     checks = {c["name"]: c for c in json.loads(again.stdout)["checks"]}
     assert checks["pg_cron jobs removed"]["actual"] == "none scheduled here"
     assert set(_jobs(cron_db)) == {USERS_JOB}
+
+
+def test_a_downgrade_below_the_scheduled_functions_unschedules_too(cron_db: URL) -> None:
+    url = url_text(cron_db)
+    assert crm("partitions", "schedule", "--apply", "--url", url).returncode == 0
+    kept = crm("downgrade", "--to", "0005_phase3_functions_triggers", "--url", url)
+    assert kept.returncode == 0, kept.stderr
+    assert set(_jobs(cron_db)) == {*CRON_JOBS, USERS_JOB}  # their functions are still there
+    below = crm("downgrade", "--to", "0004_phase2_indexes_constraints", "--url", url)
+    assert below.returncode == 0, below.stderr
+    assert "removed pg_cron jobs: crm-activity-partitions-archive" in below.stdout
+    assert set(_jobs(cron_db)) == {USERS_JOB}
