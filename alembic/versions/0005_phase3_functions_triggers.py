@@ -18,9 +18,13 @@ linter finds no privileged function reachable through ``/rpc``):
   ``is_admin()``, ``current_user_has_permission(permission, resource)``,
   ``request_is_end_user()``.
 - ``log_user_activity(...)``: writes one activity row and returns its id. A signed-in user
-  logs only for itself; service_role and direct database sessions may log for anyone. IP
-  address and user agent come from PostgREST's ``request.headers``. A ``login`` also bumps
-  ``profiles.last_login_at`` / ``login_count``.
+  logs only for itself, only the activities a client may report (sign-ins, views,
+  exports, reports: role and permission changes are recorded by the database), and, when
+  inactive or deleted, only ``login_failed``; oversize metadata or user agents are refused.
+  service_role and direct database sessions may log for anyone. The user agent comes from
+  PostgREST's ``request.headers``, the address from ``X-Forwarded-For`` counted from the
+  right by ``crm.trusted_proxy_hops`` (default 1: the hop the platform's proxy appends;
+  docs/access-model.md). A ``login`` also bumps ``profiles.last_login_at`` / ``login_count``.
 - ``archive_activity_log_partitions(older_than, drop_archived)``: detaches monthly
   partitions that ended before ``now() - older_than`` and moves them to schema
   ``activity_archive`` (or drops them only when asked).
@@ -29,7 +33,8 @@ Triggers on the seven tracked tables:
 
 - ``<table>_track_edit`` (BEFORE INSERT OR UPDATE, per row): clients cannot set
   ``version``, ``edit_count``, ``updated_at``, ``updated_by``, ``deleted_by`` or change
-  ``id``, and API users cannot update ``last_login_at`` / ``login_count``; a real change
+  ``id``, ``created_at``, ``order_number`` or a task's ``created_by``, and API users cannot
+  update ``last_login_at`` / ``login_count``; a real change
   bumps ``version`` and ``edit_count``; soft delete (setting ``deleted_at``) records who
   and when; restore (clearing it) is for admins only. It replaces the baseline's
   ``<table>_set_updated_at``.

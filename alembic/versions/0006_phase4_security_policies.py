@@ -11,8 +11,11 @@ How a CRM table's policies read (one permissive policy per table and command):
   ``deleted_at``, needs ``delete``, except an order line's, which edits its order and needs
   ``update`` on ``order``), from the role defaults or a user override;
 - the row must be in the user's scope: admins and managers reach every row (as in the
-  baseline), agents the rows they own or that hang off the dispensaries assigned to them;
-  an updated order or communication must stay the agent's own (orders: at its dispensary);
+  baseline); agents read the rows that hang off the dispensaries assigned to them, and
+  write only what they own there (orders and communications they placed, tasks they
+  created; an assignee may only move its task's status along), and every update must leave
+  a row the writer could insert, so nothing is taken over or moved out of anyone's scope;
+  order lines follow their order's update rule;
 - soft-deleted rows are invisible to everyone but admins, who can restore them (the
   deleter still sees the row until the end of the deleting transaction, because
   PostgreSQL checks an updated row against the SELECT policies too);
@@ -30,9 +33,20 @@ role default's ``created_by``, which no one can change afterwards);
 ``activity_log``) and written only through ``log_user_activity``; ``change_log`` is
 read-only for holders of ``read`` on ``change_log`` and written only by triggers.
 
+Columns: ``authenticated`` may INSERT and UPDATE only the columns a user writes; identity
+and bookkeeping columns (``id``, ``created_at``, ``created_by``, ``order_number``,
+``granted_by``, the tracking and login columns, ``profiles.email``) are the database's.
+
 A guard trigger stops non-admins changing anyone's ``role`` or ``is_active``, creating
-non-agent profiles, or deleting or restoring any profile. ``alembic_version`` gets RLS
-and loses any API-role privileges (on Supabase, default privileges would expose it).
+non-agent profiles, or deleting or restoring any profile; role and permission changes are
+recorded in the activity log by triggers, with the real actor. Profiles follow Supabase
+Auth: a new ``auth.users`` row gets its ``agent`` profile and ``profiles.email`` follows
+``auth.users.email`` (a SECURITY DEFINER trigger function in schema ``private``).
+``alembic_version`` gets RLS and loses any API-role privileges (on Supabase, default
+privileges would expose it). docs/access-model.md is the whole model.
+
+Committed together with 0007 (``commit_with_next``): these policies need its default role
+permissions.
 
 The downgrade puts the baseline's policies back exactly.
 """
