@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
@@ -132,6 +133,7 @@ class Progress:
 # --- a half-applied 0004 ---------------------------------------------------------------
 
 
+@cache  # the revision's constants do not change while the process runs
 def _phase2_objects() -> dict[str, str]:
     """Each object 0004 creates, with the SQL that says whether it exists."""
     module = migrations.script_directory().get_revision(PHASE2).module
