@@ -110,6 +110,19 @@ def run_migrations_offline() -> None:
             context.run_migrations()
 
 
+# After each transaction of revisions: the change log's per-table update functions follow the
+# columns the tables now have (0005, private.refresh_change_log). Until then a table whose
+# columns changed is logged by the generic path: slower, never wrong.
+REFRESH_CHANGE_LOG = """
+DO $refresh$
+BEGIN
+    IF pg_catalog.to_regprocedure('private.refresh_change_log(regclass)') IS NOT NULL THEN
+        PERFORM private.refresh_change_log();
+    END IF;
+END
+$refresh$"""
+
+
 def _command_fn() -> Any:
     """The work function of the alembic command being run (after a first ``configure``)."""
     return context.get_context().environment_context.context_opts.get("fn")
@@ -255,6 +268,7 @@ def _attempt(
                 {"t": f"{round(timeout * 1000)}ms"},
             )
             context.run_migrations()
+            connection.execute(text(REFRESH_CHANGE_LOG))
         return True
     except (SQLAlchemyError, KeyboardInterrupt) as exc:
         # Clean-up code (alembic's, SQLAlchemy's) may raise anew on a connection that is
@@ -283,6 +297,8 @@ def run_migrations_online() -> None:
         _configure(connection=given)
         with context.begin_transaction():
             context.run_migrations()
+            if _runs_revisions():
+                given.execute(text(REFRESH_CHANGE_LOG))
         return
     try:
         engine = make_engine(_database_url())

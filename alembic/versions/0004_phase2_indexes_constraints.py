@@ -275,15 +275,18 @@ SELECT public.ensure_activity_log_partitions(11);
 """
 
 CHANGE_LOG_INDEXES = """
+-- A record's history. Record ids are uuids, unique across tables: table_name need not be in
+-- the key, where every logged change would pay a collation-aware text comparison.
 CREATE INDEX IF NOT EXISTS change_log_record_idx
-    ON public.change_log (table_name, record_id, changed_at DESC);
+    ON public.change_log (record_id, changed_at DESC);
 CREATE INDEX IF NOT EXISTS change_log_changed_by_idx
     ON public.change_log (changed_by, changed_at DESC);
 -- change_log only grows, in time order: a BRIN index answers time ranges at a tiny size.
 CREATE INDEX IF NOT EXISTS change_log_changed_at_idx ON public.change_log USING brin (changed_at);
-CREATE INDEX IF NOT EXISTS change_log_changed_columns_idx
-    ON public.change_log USING gin (changed_columns);
 """
+# No index on changed_columns: a GIN entry per logged change cost more than the rest of the
+# row's indexes together (docs/benchmark-notes.md). "Who changed this column" is asked by time
+# range, by record or by user, which the indexes above narrow first.
 
 
 # The locks the transactional part needs, in the application's order (see 0003), in two sets.
@@ -409,7 +412,7 @@ DROP FUNCTION public.ensure_activity_log_partitions(integer, date);
     op.execute(
         "DROP INDEX "
         + ", ".join(f"public.{name}" for name, _ in reversed(CONCURRENT_INDEXES))
-        + ";\nDROP INDEX public.change_log_changed_columns_idx, public.change_log_changed_at_idx, "
+        + ";\nDROP INDEX public.change_log_changed_at_idx, "
         "public.change_log_changed_by_idx, public.change_log_record_idx;"
     )
     op.execute(

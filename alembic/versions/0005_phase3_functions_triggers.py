@@ -40,10 +40,14 @@ Triggers on the seven tracked tables:
   ``<table>_set_updated_at``.
 - ``<table>_forbid_hard_delete`` (BEFORE DELETE, per statement): only admins and
   non-API sessions may delete rows; everyone else soft-deletes.
-- ``<table>_log_insert`` / ``_log_update`` / ``_log_delete`` (AFTER, per statement, with
-  transition tables): one ``change_log`` row per real change, written set-based so a bulk
-  update costs one INSERT ... SELECT rather than one per row. Both permission tables get
-  the same change logging, and an ``updated_at`` trigger.
+- ``<table>_log_insert`` / ``_log_delete`` (AFTER, per statement, with transition tables):
+  one ``change_log`` row per inserted or deleted row, set-based, so a bulk statement costs one
+  INSERT ... SELECT. ``<table>_log_update`` (AFTER, per row): one row per real change, written
+  by ``private.log_<table>_update()``, which ``private.refresh_change_log()`` generates from
+  the table's columns (typed comparisons, only the changed columns turned into jsonb). A
+  function made for other columns than the table now has hands the row to the generic
+  ``private.log_update_generic()``; the migration tooling regenerates them after each run.
+  Both permission tables get the same change logging, and an ``updated_at`` trigger.
 
 Columns that are bookkeeping, not content (``updated_at``, ``updated_by``, ``version``,
 ``edit_count``, ``last_login_at``, ``login_count``): an update changing only those is not an
@@ -549,61 +553,176 @@ BEGIN
 END
 $fn$;
 
--- SECURITY DEFINER: the API roles may not write change_log themselves. Set-based over the
--- statement's transition tables. For updates only the changed columns are kept, old and new.
+-- SECURITY DEFINER: the API roles may not write change_log themselves. Inserts and deletes,
+-- set-based over the statement's transition table: a bulk statement costs one INSERT ... SELECT.
+-- The actor is auth.uid(); on the tracked tables (trigger argument 'updated_by') it is read
+-- from the row, where track_edit has just put auth.uid(), so a statement calls it once.
 CREATE FUNCTION private.log_changes() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = ''
 AS $fn$
-DECLARE
-    actor constant uuid := auth.uid();
 BEGIN
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP = 'INSERT' AND TG_NARGS > 0 THEN
         INSERT INTO public.change_log
             (table_name, record_id, operation, new_values, changed_by)
-        SELECT TG_TABLE_NAME, n.id, 'insert', to_jsonb(n), actor FROM new_rows AS n;
-    ELSIF TG_OP = 'DELETE' THEN
+        SELECT TG_TABLE_NAME, n.id, 'insert', to_jsonb(n), n.updated_by FROM new_rows AS n;
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO public.change_log
+            (table_name, record_id, operation, new_values, changed_by)
+        SELECT TG_TABLE_NAME, n.id, 'insert', to_jsonb(n), auth.uid() FROM new_rows AS n;
+    ELSE
         INSERT INTO public.change_log
             (table_name, record_id, operation, old_values, changed_by)
-        SELECT TG_TABLE_NAME, o.id, 'delete', to_jsonb(o), actor FROM old_rows AS o;
-    ELSE
-        -- Each row is turned into jsonb once (MATERIALIZED); one pass over its keys then
-        -- yields the changed column names and their old and new values together.
-        WITH pairs AS MATERIALIZED (
-            SELECT o.id, to_jsonb(o) AS old_row, to_jsonb(n) AS new_row
-              FROM old_rows AS o JOIN new_rows AS n ON n.id = o.id
-        )
-        INSERT INTO public.change_log
-            (table_name, record_id, operation, old_values, new_values, changed_columns,
-             changed_by)
-        SELECT TG_TABLE_NAME, p.id,
-               CASE
-                   WHEN p.old_row ->> 'deleted_at' IS NULL
-                        AND p.new_row ->> 'deleted_at' IS NOT NULL THEN 'soft_delete'
-                   WHEN p.old_row ->> 'deleted_at' IS NOT NULL
-                        AND p.new_row ->> 'deleted_at' IS NULL THEN 'restore'
-                   ELSE 'update'
-               END::public.change_operation,
-               d.old_values, d.new_values, d.changed, actor
-          FROM pairs AS p
-         CROSS JOIN LATERAL (
-            SELECT array_agg(e.key ORDER BY e.key) AS changed,
-                   jsonb_object_agg(e.key, p.old_row -> e.key) AS old_values,
-                   jsonb_object_agg(e.key, e.value) AS new_values
-              FROM jsonb_each(p.new_row) AS e
-             WHERE e.value IS DISTINCT FROM p.old_row -> e.key
-               AND e.key NOT IN ('updated_at', 'updated_by', 'version', 'edit_count',
-                                 'last_login_at', 'login_count')
-         ) AS d
-         WHERE d.changed IS NOT NULL;
+        SELECT TG_TABLE_NAME, o.id, 'delete', to_jsonb(o), auth.uid() FROM old_rows AS o;
     END IF;
     RETURN NULL;
 END
 $fn$;
+
+-- Updates: any shape of row, by walking its jsonb. The generated per-table functions below
+-- fall back to it whenever the table no longer has exactly the columns they were made for.
+CREATE FUNCTION private.log_update_generic(relation text, old_row jsonb, new_row jsonb)
+    RETURNS void
+    LANGUAGE sql
+    SET search_path = ''
+AS $fn$
+    INSERT INTO public.change_log
+        (table_name, record_id, operation, old_values, new_values, changed_columns, changed_by)
+    SELECT relation, (new_row ->> 'id')::uuid,
+           CASE
+               WHEN old_row ->> 'deleted_at' IS NULL
+                    AND new_row ->> 'deleted_at' IS NOT NULL THEN 'soft_delete'
+               WHEN old_row ->> 'deleted_at' IS NOT NULL
+                    AND new_row ->> 'deleted_at' IS NULL THEN 'restore'
+               ELSE 'update'
+           END::public.change_operation,
+           d.old_values, d.new_values, d.changed,
+           CASE WHEN new_row ? 'updated_by' THEN (new_row ->> 'updated_by')::uuid
+                ELSE auth.uid() END
+      FROM (SELECT array_agg(e.key ORDER BY e.key COLLATE "C") AS changed,
+                   jsonb_object_agg(e.key, old_row -> e.key) AS old_values,
+                   jsonb_object_agg(e.key, e.value) AS new_values
+              FROM jsonb_each(new_row) AS e
+             WHERE e.value IS DISTINCT FROM old_row -> e.key
+               AND e.key <> ALL (ARRAY['updated_at', 'updated_by', 'version', 'edit_count',
+                                       'last_login_at', 'login_count'])) AS d
+     WHERE d.changed IS NOT NULL
+$fn$;
+
+-- Writes (or rewrites) private.log_<table>_update(), the row trigger that logs a table's
+-- updates: one typed comparison per column, and only the changed columns turned into jsonb,
+-- which costs a fraction of turning both rows into jsonb and walking them. A function made for
+-- other columns than the table has now never breaks a write or misses a change: a column
+-- added since (an attnum past the ones it knew) or a column it names that is gone (dropped,
+-- renamed: the error is caught) sends the row to log_update_generic(). Migrations run through
+-- crm-schema or alembic call this again after each transaction, so the fast path follows the
+-- table; it skips a table whose function is already current. Returns how many it wrote.
+CREATE FUNCTION private.refresh_change_log(target regclass DEFAULT NULL) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $gen$
+DECLARE
+    rel record;
+    last_attnum integer;
+    columns text[];
+    signature text;
+    func text;
+    checks text;
+    written integer := 0;
+BEGIN
+    FOR rel IN
+        SELECT c.oid, c.relname::text AS name FROM pg_catalog.pg_class AS c
+         WHERE c.relnamespace = 'public'::regnamespace
+           AND (c.oid = target
+                OR target IS NULL AND EXISTS (
+                    SELECT 1 FROM pg_catalog.pg_trigger AS t
+                     WHERE t.tgrelid = c.oid AND t.tgname = c.relname || '_log_update'))
+    LOOP
+        SELECT max(a.attnum),
+               array_agg(a.attname::text ORDER BY a.attname COLLATE "C")
+                   FILTER (WHERE NOT a.attisdropped AND a.attname <> ALL (ARRAY[
+                       'updated_at', 'updated_by', 'version', 'edit_count',
+                       'last_login_at', 'login_count']))
+          INTO last_attnum, columns
+          FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = rel.oid AND a.attnum > 0;
+        func := format('private.%I', 'log_' || rel.name || '_update');
+        signature := format('Logs updates of public.%s; generated by '
+                            'private.refresh_change_log() for attnums up to %s: %s',
+                            rel.name, last_attnum, array_to_string(columns, ', '));
+        IF pg_catalog.obj_description(pg_catalog.to_regprocedure(func || '()'), 'pg_proc')
+           IS NOT DISTINCT FROM signature THEN
+            CONTINUE;
+        END IF;
+        SELECT string_agg(format($check$
+            IF NEW.%1$I IS DISTINCT FROM OLD.%1$I THEN
+                changed := changed || %2$L::text;
+                old_values := old_values || pg_catalog.jsonb_build_object(%2$L, OLD.%1$I);
+                new_values := new_values || pg_catalog.jsonb_build_object(%2$L, NEW.%1$I);
+            END IF;$check$, col, col), '')
+          INTO checks FROM unnest(columns) AS col;
+        EXECUTE format($create$
+CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = ''
+AS $fn$
+DECLARE
+    changed text[] := '{}';
+    old_values jsonb := '{}';
+    new_values jsonb := '{}';
+    operation public.change_operation := 'update';
+    record_id uuid;
+    actor uuid;
+BEGIN
+    IF pg_catalog.has_column_privilege(TG_RELID, %2$s::smallint, 'SELECT') IS NULL THEN
+        BEGIN%3$s
+            record_id := NEW.id;
+            %4$s
+            %5$s
+        EXCEPTION WHEN OTHERS THEN
+            changed := NULL;
+        END;
+    ELSE
+        changed := NULL;
+    END IF;
+    IF changed IS NULL THEN
+        PERFORM private.log_update_generic(TG_TABLE_NAME, pg_catalog.to_jsonb(OLD),
+                                           pg_catalog.to_jsonb(NEW));
+    ELSIF changed <> '{}' THEN
+        INSERT INTO public.change_log
+            (table_name, record_id, operation, old_values, new_values, changed_columns,
+             changed_by)
+        VALUES (TG_TABLE_NAME, record_id, operation, old_values, new_values, changed, actor);
+    END IF;
+    RETURN NULL;
+END
+$fn$$create$,
+            func, last_attnum + 1, checks,
+            CASE WHEN 'deleted_at' = ANY (columns) THEN
+                'IF OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN
+                operation := ''soft_delete'';
+            ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
+                operation := ''restore'';
+            END IF;' ELSE '' END,
+            CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS a
+                               WHERE a.attrelid = rel.oid AND a.attname = 'updated_by'
+                                 AND NOT a.attisdropped)
+                 THEN 'actor := NEW.updated_by;  -- track_edit has just set it to auth.uid()'
+                 ELSE 'actor := auth.uid();' END);
+        EXECUTE format('COMMENT ON FUNCTION %s() IS %L', func, signature);
+        -- (Supabase's default privileges grant new functions to the API roles.)
+        EXECUTE format('REVOKE ALL ON FUNCTION %s() FROM PUBLIC, anon, authenticated, '
+                       'service_role', func);
+        written := written + 1;
+    END LOOP;
+    RETURN written;
+END
+$gen$;
 """
 
 FUNCTION_SIGNATURES = (
     "private.log_changes()",
+    "private.log_update_generic(text, jsonb, jsonb)",
+    "private.refresh_change_log(regclass)",
     "public.forbid_hard_delete()",
     "public.track_edit()",
     "public.archive_activity_log_partitions(interval, boolean)",
@@ -634,15 +753,17 @@ GRANT EXECUTE ON FUNCTION public.request_client_ip(jsonb) TO service_role;
 """
 
 
-def _log_triggers(table: str) -> str:
-    return "".join(
-        f"CREATE TRIGGER {table}_log_{event.lower()} AFTER {event} ON public.{table}\n"
-        f"    REFERENCING {refs} FOR EACH STATEMENT EXECUTE FUNCTION private.log_changes();\n"
-        for event, refs in (
-            ("INSERT", "NEW TABLE AS new_rows"),
-            ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
-            ("DELETE", "OLD TABLE AS old_rows"),
-        )
+def _log_triggers(table: str, actor_from_row: bool) -> str:
+    argument = "'updated_by'" if actor_from_row else ""
+    return (
+        f"CREATE TRIGGER {table}_log_insert AFTER INSERT ON public.{table}\n"
+        f"    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT\n"
+        f"    EXECUTE FUNCTION private.log_changes({argument});\n"
+        f"CREATE TRIGGER {table}_log_update AFTER UPDATE ON public.{table}\n"
+        f"    FOR EACH ROW EXECUTE FUNCTION private.log_{table}_update();\n"
+        f"CREATE TRIGGER {table}_log_delete AFTER DELETE ON public.{table}\n"
+        f"    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT\n"
+        f"    EXECUTE FUNCTION private.log_changes();\n"
     )
 
 
@@ -653,14 +774,15 @@ def _tracked_triggers(table: str) -> str:
         "    FOR EACH ROW EXECUTE FUNCTION public.track_edit();\n"
         f"CREATE TRIGGER {table}_forbid_hard_delete BEFORE DELETE ON public.{table}\n"
         "    FOR EACH STATEMENT EXECUTE FUNCTION public.forbid_hard_delete();\n"
-        + _log_triggers(table)
+        + _log_triggers(table, actor_from_row=True)
     )
 
 
 def _permission_table_triggers(table: str) -> str:
     return (
         f"CREATE TRIGGER {table}_set_updated_at BEFORE UPDATE ON public.{table}\n"
-        "    FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();\n" + _log_triggers(table)
+        "    FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();\n"
+        + _log_triggers(table, actor_from_row=False)
     )
 
 
@@ -693,6 +815,12 @@ def upgrade() -> None:
     op.execute(ARCHIVE_FUNCTION)
     op.execute(TRACK_EDIT)
     op.execute(GRANTS.format(all=", ".join(FUNCTION_SIGNATURES)))
+    op.execute(
+        "".join(
+            f"SELECT private.refresh_change_log('public.{t}');\n"
+            for t in (*TRACKED, *PERMISSION_TABLES)
+        )
+    )
     op.execute(LOCK_TABLES)
     op.execute("".join(_tracked_triggers(t) for t in TRACKED))
     op.execute("".join(_permission_table_triggers(t) for t in PERMISSION_TABLES))
@@ -745,4 +873,9 @@ DROP SCHEMA activity_archive;
     )
     op.execute(BASELINE_CURRENT_USER_ROLE)
     op.execute("".join(f"DROP FUNCTION {sig};\n" for sig in FUNCTION_SIGNATURES))
+    op.execute(
+        "".join(
+            f"DROP FUNCTION private.log_{t}_update();\n" for t in (*TRACKED, *PERMISSION_TABLES)
+        )
+    )
     op.execute(DROP_PRIVATE_SCHEMA)

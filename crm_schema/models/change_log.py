@@ -17,10 +17,9 @@ from crm_schema.models.base import Base, pg_enum
 class ChangeLog(Base):
     __tablename__ = "change_log"
     __table_args__ = (
-        Index("change_log_record_idx", "table_name", "record_id", text("changed_at DESC")),
+        Index("change_log_record_idx", "record_id", text("changed_at DESC")),
         Index("change_log_changed_by_idx", "changed_by", text("changed_at DESC")),
         Index("change_log_changed_at_idx", "changed_at", postgresql_using="brin"),
-        Index("change_log_changed_columns_idx", "changed_columns", postgresql_using="gin"),
         {"comment": "One row per real change to a tracked table, written by triggers only."},
     )
 
