@@ -2,9 +2,13 @@
 the catalogs so the tests can hold this schema to it on plain PostgreSQL.
 
 Each query returns ``(object, detail)`` rows, one per finding. The conditions follow what each
-lint checks in Supabase's linter, splinter, as of commit 55db5b1 (2026-04-27, lints 0001 to
-0029); the SQL is this project's own. The lints that cannot apply to a schema's own objects
-are left out; docs/supabase.md lists them and says why.
+lint checks in Supabase's linter, splinter: lints 0001 to 0029 as of commit 55db5b1
+(2026-04-27), and the four added after it as their pull requests stood in September 2026
+(rls_policy_null_auth_disjunct #169 at 245e308, invalid_index #179 at 11d5c62,
+autovacuum_disabled #184 at 1af6467, unused_replication_slot #173 at fdefe94; three of them
+are numbered 0030 there, so this module names lints by name). The SQL is this project's own,
+and stricter where noted. The lints that cannot apply to a schema's own objects are left out;
+docs/supabase.md lists them and says why.
 """
 
 from __future__ import annotations
@@ -117,6 +121,59 @@ def _api_relkind(relkind: str, what: str) -> tuple[str, str]:
     )
 
 
+# The read policies whose USING clause is true whenever an auth call gives NULL: a top-level
+# OR (or the whole clause) that is a NULL test of an expression calling auth.uid(), .jwt(),
+# .role(), .email() or current_setting(..., true) (all NULL without a signed-in user's claims).
+# The clause is taken apart by parenthesis depth in pg_get_expr's output, which parenthesises
+# every operand: string literals are blanked first, the connectives at the outermost depth
+# that has any decide (OR: each operand is a disjunct; AND: the clause is gated, and passes).
+# The NULL test may be wrapped as (SELECT auth.uid()) or negated as NOT (... IS NOT NULL).
+NULLABLE_AUTH = r"(auth\.(uid|jwt|role|email)\(\)|current_setting\([^()]*, true\))"
+NULL_AUTH_DISJUNCT = rf"""
+WITH pol AS (
+    SELECT n.nspname || '.' || c.relname || '.' || p.polname AS obj,
+           regexp_replace(regexp_replace(lower(pg_get_expr(p.polqual, p.polrelid)),
+                                         '''([^'']|'''')*''', '''''', 'g'),
+                          '\s+', ' ', 'g') AS e
+    FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE {NOT_SUPABASE} AND c.relkind IN ('r', 'p') AND c.relrowsecurity AND p.polpermissive
+      AND p.polcmd IN ('r', '*') AND p.polqual IS NOT NULL
+      AND (p.polroles = '{{0}}' OR 'anon'::regrole = ANY(p.polroles)
+           OR 'authenticated'::regrole = ANY(p.polroles))),
+chars AS (
+    SELECT obj, t.pos, t.ch,
+           sum(CASE t.ch WHEN '(' THEN 1 WHEN ')' THEN -1 ELSE 0 END)
+               OVER (PARTITION BY obj ORDER BY t.pos) AS depth_after,
+           CASE WHEN substr(e, t.pos::int, 4) = ' or ' THEN 'or'
+                WHEN substr(e, t.pos::int, 5) = ' and ' THEN 'and' END AS connective
+    FROM pol, regexp_split_to_table(pol.e, '') WITH ORDINALITY AS t(ch, pos)),
+depths AS (
+    SELECT *, depth_after - CASE ch WHEN '(' THEN 1 WHEN ')' THEN -1 ELSE 0 END AS depth_before
+    FROM chars),
+top AS (
+    SELECT obj, coalesce(min(depth_after) FILTER (WHERE connective IS NOT NULL), 0) AS depth
+    FROM depths GROUP BY obj),
+cut AS (
+    SELECT d.*, t.depth, d.connective IS NOT NULL AND d.depth_after = t.depth AS is_cut
+    FROM depths d JOIN top t USING (obj)),
+joined AS (
+    SELECT *,
+           count(*) FILTER (WHERE is_cut) OVER (PARTITION BY obj ORDER BY pos) AS operand_no,
+           max(pos) FILTER (WHERE is_cut) OVER (PARTITION BY obj ORDER BY pos) AS last_cut,
+           bool_or(is_cut AND connective = 'and') OVER (PARTITION BY obj) AS gated
+    FROM cut),
+operands AS (
+    SELECT obj, trim(string_agg(ch, '' ORDER BY pos)) AS operand
+    FROM joined
+    WHERE NOT gated AND depth_before >= depth AND depth_after >= depth
+      AND NOT coalesce(pos BETWEEN last_cut AND last_cut + 3, false)
+    GROUP BY obj, operand_no)
+SELECT obj, 'true for every row when auth is NULL: ' || operand
+FROM operands
+WHERE (operand ~ '^\((.*) is null\)$' OR operand ~ '^\(not \((.*) is not null\)\)$')
+  AND operand ~ '{NULLABLE_AUTH}'"""
+
 # A policy expression that lets every row through: the lint compares it with whitespace
 # removed and lower-cased.
 ALWAYS_TRUE = "('true', '(true)', '1=1', '(1=1)')"
@@ -154,6 +211,10 @@ LINTS: dict[str, tuple[str, str]] = {
         SELECT p.oid::regprocedure::text, 'no fixed search_path'
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = ANY(:function_schemas) AND p.prokind IN ('f', 'p')
+          -- In schema auth only revision 0001's shim is this schema's (on Supabase, auth
+          -- belongs to Supabase Auth, and splinter skips it).
+          AND (n.nspname <> 'auth'
+               OR obj_description(p.oid, 'pg_proc') = 'crm-schema:0001_supabase_compat')
           AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) AS cfg
                           WHERE cfg LIKE 'search\\_path=%')
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid
@@ -196,9 +257,9 @@ LINTS: dict[str, tuple[str, str]] = {
                           WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS cmd,
                         p.polqual IS NULL AS no_using, p.polwithcheck IS NULL AS no_check,
                         regexp_replace(lower(coalesce(pg_get_expr(p.polqual, p.polrelid), '')),
-                                       '\\s', '', 'g') AS using_expr,
+                                       '\s', '', 'g') AS using_expr,
                         regexp_replace(lower(coalesce(pg_get_expr(p.polwithcheck, p.polrelid),
-                                                      '')), '\\s', '', 'g') AS check_expr) AS e
+                                                      '')), '\s', '', 'g') AS check_expr) AS e
         WHERE {NOT_SUPABASE} AND c.relkind = 'r' AND c.relrowsecurity AND p.polpermissive
           AND (p.polroles = '{{0}}' OR 'anon'::regrole = ANY(p.polroles)
                OR 'authenticated'::regrole = ANY(p.polroles))
@@ -209,6 +270,7 @@ LINTS: dict[str, tuple[str, str]] = {
                OR (e.no_check AND e.cmd IN ('UPDATE', 'ALL')
                    AND e.using_expr IN {ALWAYS_TRUE}))""",
     ),
+    "rls_policy_null_auth_disjunct": ("WARN", NULL_AUTH_DISJUNCT),
     "rls_references_user_metadata": (
         "ERROR",
         r"""
@@ -317,6 +379,28 @@ LINTS: dict[str, tuple[str, str]] = {
                  i.indcollation::text, coalesce(pg_get_expr(i.indexprs, i.indrelid), ''),
                  coalesce(pg_get_expr(i.indpred, i.indrelid), ''), ic.relam
         HAVING count(*) > 1""",
+    ),
+    "invalid_index": (
+        "WARN",
+        # Stricter than splinter's: a partitioned table's index left invalid (made ON ONLY, a
+        # partition's index never attached) is reported too.
+        f"""
+        SELECT n.nspname || '.' || c.relname || '.' || ic.relname, 'invalid: the planner skips it'
+        FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {NOT_SUPABASE} AND n.nspname NOT LIKE 'pg\\_%' AND NOT i.indisvalid
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = ic.oid
+                          AND d.deptype = 'e')""",
+    ),
+    "autovacuum_disabled": (
+        "INFO",
+        f"""
+        SELECT n.nspname || '.' || c.relname, 'autovacuum turned off: ' || o.option
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+             unnest(c.reloptions) AS o(option)
+        WHERE {NOT_SUPABASE} AND n.nspname NOT LIKE 'pg\\_%' AND c.relkind IN ('r', 'm')
+          AND lower(o.option) ~ '^autovacuum_enabled=(false|off|no|0|f|n)$'
+          AND {NOT_IN_EXTENSION}""",
     ),
     "no_primary_key": (
         "INFO",

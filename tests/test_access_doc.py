@@ -1,10 +1,10 @@
-"""docs/access-model.md and tests/access_model.py are one model: they cannot drift."""
+"""docs/access-model.md and crm_schema/access_model.py are one model: they cannot drift."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests import access_model as m
+from crm_schema import access_model as m
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "access-model.md").read_text()
 

@@ -1,4 +1,4 @@
-"""The access model (tests/access_model.py, docs/access-model.md), checked case by case.
+"""The access model (crm_schema/access_model.py, docs/access-model.md), checked case by case.
 
 For each actor, a world is built around the acting user X (its rows, another agent's rows at
 X's dispensary and elsewhere, overrides, role defaults, log rows); then every relation x
@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from tests import access_model as m
+from crm_schema import access_model as m
 from tests.helpers import act_as, reset_role
 
 X = uuid.UUID("00000000-0000-4000-8000-0000000000a1")  # the acting user

@@ -1,6 +1,6 @@
 """Property-based: random sequences of API writes (inserts, edits, soft deletes, restores, hard
 deletes, take-overs, moves) by random actors, checked after every step against the access
-model (tests/access_model.py).
+model (crm_schema/access_model.py).
 
 After each step: the database allowed exactly what the model allows (nothing outside the
 actor's scope is changed, and a refused write changes nothing); no one's role, activity or
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, text
 
-from tests import access_model as m
+from crm_schema import access_model as m
 from tests.helpers import act_as, reset_role
 from tests.test_access_model import A0, B, M, X, _run, build_world
 
@@ -56,7 +56,7 @@ def _dispensary_agent(conn: Connection, dispensary: Any) -> Any:
 
 
 def _kind(conn: Connection, table: str, row: dict[str, Any], user: uuid.UUID) -> str:
-    """The row's kind for ``user``, from the row's values (as tests/access_model.py names)."""
+    """The row's kind for ``user``, from the row's values (as crm_schema/access_model.py names)."""
     if table == "order_items":
         order = _q(conn, "SELECT to_jsonb(o) FROM orders AS o WHERE id = :i", i=row["order_id"])
         return _kind(conn, "orders", order, user)

@@ -74,6 +74,7 @@ def test_pgtap_catches_each_hole_and_leaves_nothing_behind(
         "ALTER TABLE public.products DISABLE ROW LEVEL SECURITY",
         "GRANT INSERT ON public.products TO anon",
         "GRANT USAGE ON SCHEMA private TO anon",
+        "GRANT SELECT ON public.user_activity_overflow TO authenticated",
         "CREATE FUNCTION public.peek() RETURNS int LANGUAGE sql SECURITY DEFINER "
         "SET search_path = '' AS 'SELECT 1'",
         "GRANT SELECT ON public.role_permissions TO anon",
@@ -90,6 +91,7 @@ def test_pgtap_catches_each_hole_and_leaves_nothing_behind(
         "Row Level Security is on for every table in public",
         "anon may write no table or view in public",
         "no SECURITY DEFINER function is in a schema the API exposes",
+        "no API role may read an activity-log partition or archived month directly",
         "anon may not use schema private, where the privileged functions are",
         "anon sees no row of any table or view in public",
         "an agent sees only the dispensaries assigned to it",

@@ -15,9 +15,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from crm_schema import migrations
+from crm_schema import access_model, migrations
 from crm_schema.runbook.baseline import CRM_TABLES
-from tests import access_model
 from tests import sample_data as s
 
 PHASE1 = "0003_phase1_schema_structure"

@@ -724,6 +724,56 @@ def test_supabase_default_privileges_are_taken_back(
     assert ("orders", "authenticated", "SELECT") in on_postgres
 
 
+# Relations the partition maintenance makes after the migration, each of which holds rows of
+# every user and, queried directly, meets none of user_activity_log's policies.
+MAINTAINED_PARTITIONS = (
+    "public.user_activity_log_2040_01",  # ensure_activity_log_partitions / partitions ensure
+    "public.user_activity_overflow",  # the catch-all
+    "activity_archive.user_activity_log_2020_01",  # partitions archive, without --drop
+)
+
+
+def test_a_signed_in_user_reads_no_partition_directly(world: Connection) -> None:
+    """GET /rest/v1/user_activity_log_2040_01 would read a partition past its parent's RLS:
+    every partition, made by the migration or by the maintenance later, and every archived
+    month, is refused to the API roles, even where default privileges grant new tables in
+    public to them (Supabase's) or to PUBLIC. Through the parent each sees its own rows."""
+    world.execute(
+        text(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+            "GRANT ALL ON TABLES TO PUBLIC, anon, authenticated, service_role"
+        )
+    )
+    world.execute(text("SELECT public.ensure_activity_log_partitions(0, '2040-01-01')"))
+    world.execute(text("SELECT public.ensure_activity_log_partitions(0, '2020-01-01')"))
+    for when in ("2040-01-15", "2020-01-15", "2100-01-01"):  # one row in each
+        world.execute(
+            text(
+                "INSERT INTO user_activity_log (user_id, activity, created_at) "
+                "VALUES (:b, 'view', CAST(:when AS timestamptz))"
+            ),
+            {"b": s.AGENT_B, "when": when},
+        )
+    world.execute(text("SELECT * FROM public.archive_activity_log_partitions()"))
+    partitions = [*MAINTAINED_PARTITIONS, f"public.{_current_partition(world)}"]
+    for name in partitions:
+        assert world.execute(text(f"SELECT count(*) FROM {name}")).scalar() is not None
+    of_b = "SELECT count(*) FROM user_activity_log WHERE user_id = :b"
+    b_rows = world.execute(text(of_b), {"b": s.AGENT_B}).scalar()
+    assert b_rows == 3  # world's, 2040's and the catch-all's; 2020's is archived
+    for user, role, sees_b in (
+        (s.AGENT_A, "authenticated", 0),
+        (s.MANAGER, "authenticated", b_rows),  # a manager reads every user's activity
+        (None, "anon", DENIED),
+    ):
+        act_as(world, user, role)
+        for name in partitions:
+            refused = _refused(world, f"SELECT count(*) FROM {name}")
+            assert "permission denied" in refused, f"{role} {user} read {name}"
+        assert _attempt(world, of_b, {"b": s.AGENT_B}, counting=True) == sees_b
+        reset_role(world)
+
+
 def test_views_are_security_invoker(world: Connection) -> None:
     options = dict(
         world.execute(

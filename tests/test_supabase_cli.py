@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from crm_schema import migrations
+from crm_schema import advisor, migrations
 from tests import catalog
+from tests.supabase_lints import run_lints
 from tests.test_cli import alembic, crm, psql_file, url_text
 
 HEAD = migrations.revisions_in_order()[-1].revision
@@ -54,6 +55,24 @@ def test_psql_in_order_gives_alembics_schema_and_version(
     current = alembic("current", DATABASE_URL=url_text(empty_db_url))
     assert current.returncode == 0, current.stderr
     assert f"{HEAD} (head)" in current.stdout
+
+
+def test_the_advisor_findings_written_are_exactly_what_the_advisor_raises(
+    db_url: URL, make_engine: Any, tmp_path: Path
+) -> None:
+    """Beside the migrations, the cache keys of the findings the schema raises on purpose (lint
+    0027 with pg_graphql): a DBA marks these as intended, and any other finding is new."""
+    _write(tmp_path)
+    written = (tmp_path / "supabase" / advisor.ALLOWLIST_FILE).read_text().splitlines()
+    keys = [line for line in written if line and not line.startswith("#")]
+    with make_engine(db_url).connect() as connection:
+        raised = sorted(
+            advisor.cache_key(f.lint, *f.object.split(".", 1))
+            for f in run_lints(connection, graphql=True)
+            if f.level in ("ERROR", "WARN")
+        )
+    assert keys == raised == list(advisor.intended_findings())
+    assert len(keys) == 16
 
 
 def test_a_team_can_switch_to_alembic_part_way(

@@ -216,10 +216,12 @@ BEGIN
                        'INSERT INTO public.%I SELECT * FROM moved', low, high, part);
         EXECUTE format('ALTER TABLE public.user_activity_log ATTACH PARTITION public.%I '
                        'FOR VALUES FROM (%L) TO (%L)', part, low, high);
-        -- A partition is a table of its own to PostgREST: reachable only through the parent.
+        -- A partition is a table of its own to PostgREST, and queried directly it meets
+        -- none of its parent's policies: reachable only through the parent, whatever
+        -- default privileges the caller has (Supabase's grant ALL to the API roles).
         EXECUTE format('ALTER TABLE public.%I ENABLE ROW LEVEL SECURITY', part);
-        EXECUTE format('REVOKE ALL ON TABLE public.%I FROM anon, authenticated, service_role',
-                       part);
+        EXECUTE format('REVOKE ALL ON TABLE public.%I '
+                       'FROM PUBLIC, anon, authenticated, service_role', part);
         EXECUTE format('CREATE POLICY no_direct_access ON public.%I AS RESTRICTIVE '
                        'FOR ALL TO public USING (false) WITH CHECK (false)', part);
         created := created + 1;
@@ -255,7 +257,8 @@ BEGIN
         CREATE TABLE public.user_activity_overflow
             PARTITION OF public.user_activity_log DEFAULT;
         ALTER TABLE public.user_activity_overflow ENABLE ROW LEVEL SECURITY;
-        REVOKE ALL ON TABLE public.user_activity_overflow FROM anon, authenticated, service_role;
+        REVOKE ALL ON TABLE public.user_activity_overflow
+            FROM PUBLIC, anon, authenticated, service_role;
         CREATE POLICY no_direct_access ON public.user_activity_overflow AS RESTRICTIVE
             FOR ALL TO public USING (false) WITH CHECK (false);
         CREATE INDEX user_activity_log_user_time_idx

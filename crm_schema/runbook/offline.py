@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic import command
 from alembic.script import Script
 
-from crm_schema import migrations
+from crm_schema import advisor, migrations
 from crm_schema.runbook import pgtap
 
 UPGRADE_FILE = "enhanced-schema-migration.sql"
@@ -57,7 +57,8 @@ def supabase_migration_name(batch: list[Script]) -> str:
 
 def write_supabase(project_dir: Path) -> list[Path]:
     """One migration file per commit, in ``supabase/migrations/`` of a Supabase CLI project,
-    and the pgTAP test of the access model in ``supabase/tests/``.
+    the pgTAP test of the access model in ``supabase/tests/``, and in ``supabase/`` the cache
+    keys of the advisor findings the schema raises on purpose (crm_schema.advisor).
 
     Each is Alembic's offline SQL for that step: the first creates ``alembic_version`` and
     every one moves it on, so ``alembic current`` stays right and a team can switch tools.
@@ -77,4 +78,6 @@ def write_supabase(project_dir: Path) -> list[Path]:
     tests = project_dir / "supabase" / "tests"
     tests.mkdir(parents=True, exist_ok=True)
     (tests / pgtap.TEST_FILE).write_text(pgtap.TEST_SQL)
-    return [*written, tests / pgtap.TEST_FILE]
+    intended = project_dir / "supabase" / advisor.ALLOWLIST_FILE
+    intended.write_text(advisor.allowlist_text())
+    return [*written, tests / pgtap.TEST_FILE, intended]

@@ -3,8 +3,9 @@
 It checks the facts the app's safety rests on, as the database enforces them, inside one
 transaction that is rolled back: Row Level Security on every table in ``public``; ``anon``
 reads no row and may write nothing; an agent (signed up inside the test: the sign-up trigger
-makes its profile) sees only the dispensaries assigned to it; and no SECURITY DEFINER function
-is in a schema the API exposes, nor may ``anon`` use the schema that holds them.
+makes its profile) sees only the dispensaries assigned to it; no SECURITY DEFINER function
+is in a schema the API exposes, nor may ``anon`` use the schema that holds them; and no API
+role may read an activity-log partition or archived month directly (past the log's RLS).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ TEST_SQL = f"""\
 -- crm-schema's access model, checked on this database (written by `crm-schema sql --supabase`).
 -- Run with `supabase test db`. Everything happens in one transaction that is rolled back.
 BEGIN;
-SELECT plan(8);
+SELECT plan(9);
 
 SELECT is_empty(
     $$SELECT c.oid::regclass::text FROM pg_catalog.pg_class AS c
@@ -53,6 +54,19 @@ SELECT is_empty(
        WHERE p.prosecdef AND p.pronamespace::regnamespace::text IN ({EXPOSED_SCHEMAS})
          AND {FUNCTION_NOT_EXTENSIONS}$$,
     'no SECURITY DEFINER function is in a schema the API exposes'
+);
+
+SELECT is_empty(
+    $$SELECT c.oid::regclass::text || ': ' || r.role
+        FROM pg_catalog.pg_class AS c,
+             unnest(ARRAY['anon', 'authenticated']) AS r(role)
+       WHERE (c.relispartition AND EXISTS (
+                  SELECT 1 FROM pg_catalog.pg_inherits AS i
+                   WHERE i.inhrelid = c.oid
+                     AND i.inhparent = 'public.user_activity_log'::regclass)
+              OR c.relnamespace = 'activity_archive'::regnamespace)
+         AND has_any_column_privilege(r.role, c.oid, 'SELECT')$$,
+    'no API role may read an activity-log partition or archived month directly'
 );
 
 SELECT ok(

@@ -1,6 +1,6 @@
 """The access model as data: docs/access-model.md is rendered from it (a test keeps the two
-equal), and the generated access tests and the property-based test check the database
-against it.
+equal), the generated access tests and the property-based test check the database against
+it, and crm_schema.advisor derives from it what Supabase's advisor reports on purpose.
 
 Rows are named relative to the acting user X (``own`` = X's row at a dispensary assigned to
 X; ``at_mine`` = another agent's row at X's dispensary; ``elsewhere`` = another agent's row
@@ -384,8 +384,8 @@ def render_bounds() -> str:
             f"| {table} | {column} | {limit} characters |" for column, limit in columns.items()
         )
     out.extend(f"| {table} | metadata | {METADATA_BYTES} bytes |" for table in JSONB_BOUNDED)
-    for table, columns in FORMAT_BOUNDED.items():
-        out.extend(f"| {table} | {column} | its format check |" for column in columns)
+    for table, formatted in FORMAT_BOUNDED.items():
+        out.extend(f"| {table} | {column} | its format check |" for column in formatted)
     return "\n".join(out) + "\n"
 
 
