@@ -218,3 +218,23 @@ def test_a_migration_run_brings_the_fast_path_up_to_date(db_url: URL) -> None:
             assert "courier" in generated_for(connection)
     finally:
         engine.dispose()
+
+
+def test_the_actor_read_from_the_row_cannot_be_sent_by_the_client(crm: Connection) -> None:
+    """The change log takes the actor from updated_by, which edit tracking has just set to
+    auth.uid(): whatever updated_by a session sends is not what is logged."""
+    signed_in(crm, s.ADMIN)  # as the owner, who may name updated_by
+    crm.execute(
+        text("UPDATE orders SET notes = 'spoof', updated_by = :u WHERE id = :o"),
+        {"u": s.AGENT_B, "o": s.ORDER_A},
+    )
+    new_order = q(
+        crm,
+        "INSERT INTO orders (dispensary_id, total_amount, updated_by) "
+        "VALUES (:d, 5, :u) RETURNING id",
+        d=s.DISPENSARY_A,
+        u=s.AGENT_B,
+    )
+    assert [(op, actor) for op, *_, actor in logged(crm, s.ORDER_A)] == [("update", s.ADMIN)]
+    assert [(op, actor) for op, *_, actor in logged(crm, new_order)] == [("insert", s.ADMIN)]
+    assert q(crm, "SELECT updated_by FROM orders WHERE id = :o", o=s.ORDER_A) == s.ADMIN
