@@ -561,19 +561,24 @@ CREATE FUNCTION private.log_changes() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = ''
 AS $fn$
+DECLARE
+    actor uuid;
 BEGIN
     IF TG_OP = 'INSERT' AND TG_NARGS > 0 THEN
         INSERT INTO public.change_log
             (table_name, record_id, operation, new_values, changed_by)
         SELECT TG_TABLE_NAME, n.id, 'insert', to_jsonb(n), n.updated_by FROM new_rows AS n;
-    ELSIF TG_OP = 'INSERT' THEN
+        RETURN NULL;
+    END IF;
+    actor := auth.uid();  -- once a statement: in the SELECT it would be once a row
+    IF TG_OP = 'INSERT' THEN
         INSERT INTO public.change_log
             (table_name, record_id, operation, new_values, changed_by)
-        SELECT TG_TABLE_NAME, n.id, 'insert', to_jsonb(n), auth.uid() FROM new_rows AS n;
+        SELECT TG_TABLE_NAME, n.id, 'insert', to_jsonb(n), actor FROM new_rows AS n;
     ELSE
         INSERT INTO public.change_log
             (table_name, record_id, operation, old_values, changed_by)
-        SELECT TG_TABLE_NAME, o.id, 'delete', to_jsonb(o), auth.uid() FROM old_rows AS o;
+        SELECT TG_TABLE_NAME, o.id, 'delete', to_jsonb(o), actor FROM old_rows AS o;
     END IF;
     RETURN NULL;
 END
