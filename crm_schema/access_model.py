@@ -292,7 +292,8 @@ COLUMN_RULES: dict[str, str] = {
     "on order); communications and tasks: one's own unless admin",
     "deleted_at cleared (restore)": "admins only",
 }
-# Identity and bookkeeping: the database's on insert and update, for every API role.
+# Identity and bookkeeping: the database's on insert and update for anon and authenticated; on
+# update (a trigger) for every session too. service_role may give them on insert (imports).
 DATABASE_COLUMNS = (
     "id",
     "created_at",

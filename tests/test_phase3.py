@@ -526,15 +526,6 @@ def test_edit_tracking_overrides_what_the_client_sends(crm: Connection) -> None:
         ),
         {"other": s.AGENT_B, "o": s.ORDER_A},
     )
-    new_id = q(
-        crm,
-        "INSERT INTO communications (dispensary_id, agent_id, type, version, edit_count, "
-        "updated_by) VALUES (:d, :a, 'call', 50, 7, :other) RETURNING id",
-        d=s.DISPENSARY_A,
-        a=s.AGENT_A,
-        other=s.AGENT_B,
-    )
-    reset_role(crm)
     order = crm.execute(
         text(
             "SELECT version, edit_count, updated_by, updated_at > now() - interval '1 minute', "
@@ -543,12 +534,49 @@ def test_edit_tracking_overrides_what_the_client_sends(crm: Connection) -> None:
         {"o": s.ORDER_A},
     ).one()
     assert tuple(order) == (2, 1, s.AGENT_A, True, None)
+    assert changes(crm, s.ORDER_A) == [("update", s.AGENT_A, ["notes"])]
+
+
+@pytest.mark.parametrize(
+    "column", ["version", "edit_count", "updated_at", "updated_by", "deleted_at", "deleted_by"]
+)
+def test_an_insert_through_the_api_cannot_name_a_bookkeeping_column(
+    crm: Connection, column: str
+) -> None:
+    act_as(crm, s.AGENT_A)
+    with pytest.raises(ProgrammingError, match="permission denied for table communications"):
+        crm.execute(
+            text(
+                f"INSERT INTO communications (dispensary_id, agent_id, type, {column}) "
+                "VALUES (:d, :a, 'call', DEFAULT)"
+            ),
+            {"d": s.DISPENSARY_A, "a": s.AGENT_A},
+        )
+
+
+def test_an_insert_takes_the_bookkeeping_defaults_and_logs_the_real_actor(
+    crm: Connection,
+) -> None:
+    """No trigger runs before an insert: the columns' defaults fill the bookkeeping, and the
+    change log's actor is auth.uid(), not the row's updated_by."""
+    act_as(crm, s.AGENT_A)
+    new_id = q(
+        crm,
+        "INSERT INTO communications (dispensary_id, agent_id, type) VALUES (:d, :a, 'call') "
+        "RETURNING id",
+        d=s.DISPENSARY_A,
+        a=s.AGENT_A,
+    )
+    reset_role(crm)
     inserted = crm.execute(
-        text("SELECT version, edit_count, updated_by FROM communications WHERE id = :i"),
+        text(
+            "SELECT version, edit_count, updated_by, updated_at = now(), deleted_at, deleted_by "
+            "FROM communications WHERE id = :i"
+        ),
         {"i": new_id},
     ).one()
-    assert tuple(inserted) == (1, 0, s.AGENT_A)
-    assert changes(crm, s.ORDER_A) == [("update", s.AGENT_A, ["notes"])]
+    assert tuple(inserted) == (1, 0, s.AGENT_A, True, None, None)
+    assert changes(crm, new_id) == [("insert", s.AGENT_A, None)]
 
 
 def test_api_user_cannot_write_the_change_log(crm: Connection) -> None:

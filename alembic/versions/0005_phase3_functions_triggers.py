@@ -31,13 +31,15 @@ linter finds no privileged function reachable through ``/rpc``):
 
 Triggers on the seven tracked tables:
 
-- ``<table>_track_edit`` (BEFORE INSERT OR UPDATE, per row): clients cannot set
-  ``version``, ``edit_count``, ``updated_at``, ``updated_by``, ``deleted_by`` or change
-  ``id``, ``created_at``, ``order_number`` or a task's ``created_by``, and API users cannot
-  update ``last_login_at`` / ``login_count``; a real change
-  bumps ``version`` and ``edit_count``; soft delete (setting ``deleted_at``) records who
-  and when; restore (clearing it) is for admins only. It replaces the baseline's
-  ``<table>_set_updated_at``.
+- ``<table>_track_edit`` (BEFORE UPDATE, per row): no session can set ``version``,
+  ``edit_count``, ``updated_at``, ``updated_by``, ``deleted_by`` or change ``id``,
+  ``created_at``, ``order_number`` or a task's ``created_by``, and API users cannot update
+  ``last_login_at`` / ``login_count``; a real change bumps ``version`` and ``edit_count``;
+  soft delete (setting ``deleted_at``) records who and when; restore (clearing it) is for
+  admins only. It replaces the baseline's ``<table>_set_updated_at``. On insert the
+  bookkeeping columns come from their defaults (``updated_by`` gets ``auth.uid()``), which
+  the API users cannot override: they hold no INSERT privilege on those columns. A BEFORE
+  INSERT trigger doing the same cost a fifth of the insert path (docs/benchmark-notes.md).
 - ``<table>_forbid_hard_delete`` (BEFORE DELETE, per statement): only admins and
   non-API sessions may delete rows; everyone else soft-deletes.
 - ``<table>_log_insert`` / ``_log_delete`` (AFTER, per statement, with transition tables):
@@ -468,15 +470,7 @@ DECLARE
     login_at timestamptz;
     logins integer;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        NEW.version := 1;
-        NEW.edit_count := 0;
-        NEW.updated_at := now();
-        NEW.updated_by := auth.uid();
-        NEW.deleted_by := CASE WHEN NEW.deleted_at IS NOT NULL THEN NEW.updated_by END;
-        RETURN NEW;
-    END IF;
-
+    -- (Updates only: on insert the columns' defaults do this, and API users cannot name them.)
     -- Identity is the database's: no session rewrites it. (tasks.created_by may only become
     -- NULL: its foreign key does that when the creator's profile is removed.)
     IF NEW.id IS DISTINCT FROM OLD.id OR NEW.created_at IS DISTINCT FROM OLD.created_at THEN
@@ -555,8 +549,8 @@ $fn$;
 
 -- SECURITY DEFINER: the API roles may not write change_log themselves. Inserts and deletes,
 -- set-based over the statement's transition table: a bulk statement costs one INSERT ... SELECT.
--- The actor is auth.uid(); on the tracked tables (trigger argument 'updated_by') it is read
--- from the row, where track_edit has just put auth.uid(), so a statement calls it once.
+-- The actor is auth.uid(), never a column of the row: on insert nothing has checked the row's
+-- updated_by (a session allowed to name it could send anyone's).
 CREATE FUNCTION private.log_changes() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = ''
@@ -564,12 +558,6 @@ AS $fn$
 DECLARE
     actor uuid;
 BEGIN
-    IF TG_OP = 'INSERT' AND TG_NARGS > 0 THEN
-        INSERT INTO public.change_log
-            (table_name, record_id, operation, new_values, changed_by)
-        SELECT TG_TABLE_NAME, n.id, 'insert', to_jsonb(n), n.updated_by FROM new_rows AS n;
-        RETURN NULL;
-    END IF;
     actor := auth.uid();  -- once a statement: in the SELECT it would be once a row
     IF TG_OP = 'INSERT' THEN
         INSERT INTO public.change_log
@@ -758,12 +746,11 @@ GRANT EXECUTE ON FUNCTION public.request_client_ip(jsonb) TO service_role;
 """
 
 
-def _log_triggers(table: str, actor_from_row: bool) -> str:
-    argument = "'updated_by'" if actor_from_row else ""
+def _log_triggers(table: str) -> str:
     return (
         f"CREATE TRIGGER {table}_log_insert AFTER INSERT ON public.{table}\n"
         f"    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT\n"
-        f"    EXECUTE FUNCTION private.log_changes({argument});\n"
+        f"    EXECUTE FUNCTION private.log_changes();\n"
         f"CREATE TRIGGER {table}_log_update AFTER UPDATE ON public.{table}\n"
         f"    FOR EACH ROW EXECUTE FUNCTION private.log_{table}_update();\n"
         f"CREATE TRIGGER {table}_log_delete AFTER DELETE ON public.{table}\n"
@@ -775,19 +762,19 @@ def _log_triggers(table: str, actor_from_row: bool) -> str:
 def _tracked_triggers(table: str) -> str:
     return (
         f"DROP TRIGGER {table}_set_updated_at ON public.{table};\n"
-        f"CREATE TRIGGER {table}_track_edit BEFORE INSERT OR UPDATE ON public.{table}\n"
+        f"CREATE TRIGGER {table}_track_edit BEFORE UPDATE ON public.{table}\n"
         "    FOR EACH ROW EXECUTE FUNCTION public.track_edit();\n"
+        f"ALTER TABLE public.{table} ALTER COLUMN updated_by SET DEFAULT auth.uid();\n"
         f"CREATE TRIGGER {table}_forbid_hard_delete BEFORE DELETE ON public.{table}\n"
         "    FOR EACH STATEMENT EXECUTE FUNCTION public.forbid_hard_delete();\n"
-        + _log_triggers(table, actor_from_row=True)
+        + _log_triggers(table)
     )
 
 
 def _permission_table_triggers(table: str) -> str:
     return (
         f"CREATE TRIGGER {table}_set_updated_at BEFORE UPDATE ON public.{table}\n"
-        "    FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();\n"
-        + _log_triggers(table, actor_from_row=False)
+        "    FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();\n" + _log_triggers(table)
     )
 
 
@@ -842,6 +829,7 @@ def downgrade() -> None:
         "".join(_drop_triggers(t, ("set_updated_at", *logs)) for t in PERMISSION_TABLES)
         + "".join(
             _drop_triggers(t, ("track_edit", "forbid_hard_delete", *logs))
+            + f"ALTER TABLE public.{t} ALTER COLUMN updated_by DROP DEFAULT;\n"
             + f"CREATE TRIGGER {t}_set_updated_at BEFORE UPDATE ON public.{t} "
             "FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();\n"
             for t in TRACKED

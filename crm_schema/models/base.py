@@ -69,7 +69,8 @@ class Tracked:
     """Edit tracking and soft delete, on every tracked table (revision 0003).
 
     The database maintains these: triggers bump ``version`` and ``edit_count`` and set
-    ``updated_by`` on every update, whatever the client sends. ``deleted_at`` set means
+    ``updated_by`` on every update, whatever the client sends; on insert they take their
+    defaults (API users may not name them). ``deleted_at`` set means
     soft-deleted: the row stays (and keeps its references) but leaves non-admin reads.
     """
 
@@ -77,7 +78,9 @@ class Tracked:
         server_default=text("1"), doc="Starts at 1; also the ORM's optimistic-locking counter."
     )
     edit_count: Mapped[int] = mapped_column(server_default=text("0"))
-    updated_by: Mapped[uuid.UUID | None] = mapped_column(doc="Who last changed the row.")
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(
+        server_default=text("auth.uid()"), doc="Who last changed the row (on insert: who made it)."
+    )
     deleted_at: Mapped[dt.datetime | None] = mapped_column(doc="Set when soft-deleted.")
     deleted_by: Mapped[uuid.UUID | None]
 
