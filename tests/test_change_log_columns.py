@@ -4,6 +4,8 @@ write."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -66,6 +68,8 @@ def test_only_changed_columns_with_old_and_new_values(crm: Connection) -> None:
 
 
 def test_a_column_added_outside_a_migration_is_logged_exactly(crm: Connection) -> None:
+    version = "SELECT version FROM orders WHERE id = :o"
+    before = q(crm, version, o=s.ORDER_A)
     crm.execute(text("ALTER TABLE orders ADD COLUMN courier text"))
     signed_in(crm, s.ADMIN)
     crm.execute(text("UPDATE orders SET courier = 'Ana' WHERE id = :o"), {"o": s.ORDER_A})
@@ -76,6 +80,7 @@ def test_a_column_added_outside_a_migration_is_logged_exactly(crm: Connection) -
         ("update", ["courier"], {"courier": "Ana"}),
         ("update", ["notes"], {"notes": "late"}),
     ]
+    assert q(crm, version, o=s.ORDER_A) == before + 2  # two edits; the no-op is none
 
 
 def test_dropped_and_renamed_columns_break_no_write(crm: Connection) -> None:
@@ -106,7 +111,7 @@ def test_dropped_and_renamed_columns_break_no_write(crm: Connection) -> None:
 # which path logged a change.
 GENERIC_FAILS = """
 CREATE OR REPLACE FUNCTION private.log_update_generic(relation text, old_row jsonb,
-                                                      new_row jsonb) RETURNS void
+                                                      new_row jsonb, actor uuid) RETURNS boolean
     LANGUAGE plpgsql SET search_path = '' AS $$
 BEGIN
     RAISE EXCEPTION 'generic path taken for %', relation;
@@ -174,25 +179,28 @@ def test_both_paths_log_the_same_rows(crm: Connection) -> None:
                 "new_values, changed_by FROM change_log ORDER BY id"
             )
         ).all()
+        # Edit tracking too: both paths bump on the same edits and not on the no-op.
+        bumps = crm.execute(
+            text(
+                "SELECT version, edit_count, updated_by FROM orders WHERE id = :o UNION ALL "
+                "SELECT version, edit_count, updated_by FROM profiles WHERE id = :u"
+            ),
+            {"o": s.ORDER_A, "u": s.AGENT_A},
+        ).all()
         crm.execute(text("ROLLBACK TO SAVEPOINT run"))
-        return [tuple(r) for r in rows]
+        return [tuple(r) for r in rows + bumps]
 
     generated = run()
-    crm.execute(
-        text(
-            "DO $$ DECLARE t text; BEGIN FOR t IN SELECT tgrelid::regclass::text FROM pg_trigger "
-            "WHERE tgname LIKE '%\\_log\\_update' LOOP EXECUTE format("
-            "'CREATE OR REPLACE FUNCTION private.%I() RETURNS trigger LANGUAGE plpgsql "
-            "SECURITY DEFINER SET search_path = '''' AS $f$ BEGIN PERFORM "
-            "private.log_update_generic(TG_TABLE_NAME, to_jsonb(OLD), to_jsonb(NEW)); "
-            "RETURN NULL; END $f$', 'log_' || t || '_update'); END LOOP; END $$"
-        )
-    )
+    # A column the generated functions do not know sends every table's updates to the
+    # generic path (test_updates_take_the_generated_path_until_the_columns_change).
+    for table in ("orders", "profiles", "role_permissions"):
+        crm.execute(text(f"ALTER TABLE {table} ADD COLUMN unknown_to_the_trigger text"))
     generic = run()
     agent_defaults = q(crm, "SELECT count(*) FROM role_permissions WHERE role = 'agent'")
-    assert [r[2] for r in generated] == ["update", "soft_delete", "restore", "update"] + [
+    assert [r[2] for r in generated[:-2]] == ["update", "soft_delete", "restore", "update"] + [
         "update"
     ] * agent_defaults
+    assert [r[:2] for r in generated[-2:]] == [(4, 3), (2, 1)]  # (version, edit_count)
     assert agent_defaults > 0
     assert generated == generic
 
@@ -203,7 +211,7 @@ def test_a_migration_run_brings_the_fast_path_up_to_date(db_url: URL) -> None:
 
     def generated_for(connection: Connection) -> str:
         return str(
-            q(connection, "SELECT obj_description('private.log_orders_update()'::regprocedure)")
+            q(connection, "SELECT obj_description('private.track_orders_edit()'::regprocedure)")
         )
 
     engine = create_engine(db_url, poolclass=pool.NullPool)
@@ -238,3 +246,76 @@ def test_the_actor_read_from_the_row_cannot_be_sent_by_the_client(crm: Connectio
     assert [(op, actor) for op, *_, actor in logged(crm, s.ORDER_A)] == [("update", s.ADMIN)]
     assert [(op, actor) for op, *_, actor in logged(crm, new_order)] == [("insert", s.ADMIN)]
     assert q(crm, "SELECT updated_by FROM orders WHERE id = :o", o=s.ORDER_A) == s.ADMIN
+
+
+def test_the_log_shows_the_row_as_written_after_the_other_before_triggers(
+    crm: Connection,
+) -> None:
+    """track_edit fires last: what an earlier BEFORE trigger changed (here user_permissions'
+    granted_by, stamped with the acting user) is in the log row, as the table stores it."""
+    grant = q(
+        crm,
+        "INSERT INTO user_permissions (user_id, permission, resource, granted, granted_by) "
+        "VALUES (:u, 'export', 'order', true, :m) RETURNING id",
+        u=s.AGENT_A,
+        m=s.MANAGER,
+    )
+    act_as(crm, s.ADMIN)
+    crm.execute(text("UPDATE user_permissions SET reason = 'audit' WHERE id = :g"), {"g": grant})
+    reset_role(crm)
+    ((operation, columns, old, new, actor),) = [r for r in logged(crm, grant) if r[0] != "insert"]
+    assert (operation, columns, actor) == ("update", ["granted_by", "reason"], s.ADMIN)
+    assert old["granted_by"] == str(s.MANAGER)
+    stored = q(crm, "SELECT to_jsonb(p) FROM user_permissions AS p WHERE id = :g", g=grant)
+    assert new == {column: stored[column] for column in columns}
+    assert new["granted_by"] == str(s.ADMIN)
+
+
+def test_concurrent_updates_chain_in_the_log(db_url: URL) -> None:
+    """The second of two updates racing for a row waits for the first, and then logs the
+    first one's result as its old values: the log replays to the row."""
+    engine = create_engine(db_url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as setup:
+            s.load(setup)
+            setup.execute(text("DELETE FROM change_log"))
+            before = q(setup, "SELECT version FROM orders WHERE id = :o", o=s.ORDER_A)
+        first = engine.connect()
+        first.execute(text("UPDATE orders SET notes = 'first' WHERE id = :o"), {"o": s.ORDER_A})
+        errors: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                with engine.begin() as other:
+                    other.execute(
+                        text("UPDATE orders SET notes = 'second' WHERE id = :o"),
+                        {"o": s.ORDER_A},
+                    )
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        racer = threading.Thread(target=second)
+        racer.start()
+        with engine.connect() as watcher:  # wait until the second update waits for the row lock
+            for _ in range(500):
+                waiting = q(
+                    watcher,
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'UPDATE orders SET notes = ''second''%'",
+                )
+                if waiting:
+                    break
+                time.sleep(0.01)
+        assert waiting == 1
+        first.commit()
+        first.close()
+        racer.join(timeout=30)
+        assert not errors
+        with engine.connect() as check:
+            updates = [r for r in logged(check, s.ORDER_A) if r[0] == "update"]
+            version = q(check, "SELECT version FROM orders WHERE id = :o", o=s.ORDER_A)
+        assert [new["notes"] for *_, new, _ in updates] == ["first", "second"]
+        assert updates[1][2] == {"notes": "first"}  # the second's old values: the first's new
+        assert version == before + 2
+    finally:
+        engine.dispose()

@@ -76,10 +76,22 @@ def test_verify_still_fails_what_the_current_revision_should_have(
     command.upgrade(migrations.make_config(empty_db_url), "0005_phase3_functions_triggers")
     engine: Engine = make_engine(empty_db_url)
     with engine.begin() as connection:
-        connection.execute(text("DROP TRIGGER orders_log_update ON orders"))
+        connection.execute(text("DROP TRIGGER orders_track_edit ON orders"))
+        connection.execute(text("ALTER TABLE products DISABLE TRIGGER products_log_insert"))
+        # Fires after edit tracking has logged the row, and could change what is written.
+        connection.execute(
+            text(
+                "CREATE TRIGGER tasks_zz_late BEFORE UPDATE ON tasks FOR EACH ROW "
+                "EXECUTE FUNCTION set_updated_at()"
+            )
+        )
     code, data = _json("verify", "--url", url_text(empty_db_url))
     assert code == 1
-    assert _checks(data)["change-log triggers on every tracked table"]["actual"] == "orders"
+    checks = _checks(data)
+    assert checks["change-log triggers on every tracked table"]["actual"] == "orders, products"
+    assert checks["edit tracking is the last trigger before an update"]["actual"] == (
+        "tasks: tasks_zz_late"
+    )
 
 
 def test_verify_on_an_unmigrated_database_exits_2(empty_db_url: URL) -> None:

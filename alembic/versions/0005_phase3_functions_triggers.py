@@ -31,25 +31,31 @@ linter finds no privileged function reachable through ``/rpc``):
 
 Triggers on the seven tracked tables:
 
-- ``<table>_track_edit`` (BEFORE UPDATE, per row): no session can set ``version``,
-  ``edit_count``, ``updated_at``, ``updated_by``, ``deleted_by`` or change ``id``,
-  ``created_at``, ``order_number`` or a task's ``created_by``, and API users cannot update
-  ``last_login_at`` / ``login_count``; a real change bumps ``version`` and ``edit_count``;
-  soft delete (setting ``deleted_at``) records who and when; restore (clearing it) is for
-  admins only. It replaces the baseline's ``<table>_set_updated_at``. On insert the
-  bookkeeping columns come from their defaults (``updated_by`` gets ``auth.uid()``), which
-  the API users cannot override: they hold no INSERT privilege on those columns. A BEFORE
-  INSERT trigger doing the same cost a fifth of the insert path (docs/benchmark-notes.md).
+- ``<table>_track_edit`` (BEFORE UPDATE, per row; ``private.track_<table>_edit()``, which
+  ``private.refresh_change_log()`` generates from the table's columns): edit tracking and the
+  update's change-log row in one trigger. No session can set ``version``, ``edit_count``,
+  ``updated_at``, ``updated_by``, ``deleted_by`` or change ``id``, ``created_at``,
+  ``order_number`` or a task's ``created_by``; a real change bumps ``version`` and
+  ``edit_count`` and writes one ``change_log`` row with only the changed columns (typed
+  comparisons, only those columns turned into jsonb); soft delete (setting ``deleted_at``)
+  records who and when; restore (clearing it) is for admins only. It replaces the baseline's
+  ``<table>_set_updated_at``, and it fires last of the table's BEFORE UPDATE triggers (name
+  order: ``crm-schema verify`` refuses one named after it), so it logs the row that is
+  written. A function made for other columns than the table now has hands the diff to the
+  generic ``private.log_update_generic()``; the migration tooling regenerates them after each
+  run. On insert the bookkeeping columns come from their defaults (``updated_by`` gets
+  ``auth.uid()``), which the API users cannot override: they hold no INSERT privilege on
+  those columns. A BEFORE INSERT trigger doing the same cost a fifth of the insert path
+  (docs/benchmark-notes.md).
+- ``profiles_guard_logins`` (BEFORE UPDATE OF the login columns): API users cannot write
+  ``last_login_at`` / ``login_count``; ``log_user_activity()`` does, as its owner.
 - ``<table>_forbid_hard_delete`` (BEFORE DELETE, per statement): only admins and
   non-API sessions may delete rows; everyone else soft-deletes.
 - ``<table>_log_insert`` / ``_log_delete`` (AFTER, per statement, with transition tables):
   one ``change_log`` row per inserted or deleted row, set-based, so a bulk statement costs one
-  INSERT ... SELECT. ``<table>_log_update`` (AFTER, per row): one row per real change, written
-  by ``private.log_<table>_update()``, which ``private.refresh_change_log()`` generates from
-  the table's columns (typed comparisons, only the changed columns turned into jsonb). A
-  function made for other columns than the table now has hands the row to the generic
-  ``private.log_update_generic()``; the migration tooling regenerates them after each run.
-  Both permission tables get the same change logging, and an ``updated_at`` trigger.
+  INSERT ... SELECT.
+- Both permission tables get the same change logging; their ``<table>_track_edit`` keeps
+  ``updated_at`` the database's (now() on a real change).
 
 Columns that are bookkeeping, not content (``updated_at``, ``updated_by``, ``version``,
 ``edit_count``, ``last_login_at``, ``login_count``): an update changing only those is not an
@@ -462,72 +468,17 @@ COMMENT ON FUNCTION public.archive_activity_log_partitions(interval, boolean) IS
 """
 
 TRACK_EDIT = r"""
-CREATE FUNCTION public.track_edit() RETURNS trigger
+-- API users cannot write profiles' login columns (the change would leave no trace in the
+-- change log): log_user_activity() does, running as its owner. SECURITY INVOKER, so that
+-- current_user is the role writing; the trigger fires only when the UPDATE names them.
+CREATE FUNCTION public.guard_login_columns() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
 AS $fn$
-DECLARE
-    login_at timestamptz;
-    logins integer;
 BEGIN
-    -- (Updates only: on insert the columns' defaults do this, and API users cannot name them.)
-    -- Identity is the database's: no session rewrites it. (tasks.created_by may only become
-    -- NULL: its foreign key does that when the creator's profile is removed.)
-    IF NEW.id IS DISTINCT FROM OLD.id OR NEW.created_at IS DISTINCT FROM OLD.created_at THEN
-        RAISE EXCEPTION '%.id and %.created_at cannot be changed', TG_TABLE_NAME, TG_TABLE_NAME
-            USING ERRCODE = 'integrity_constraint_violation';
-    END IF;
-    -- (Nested IFs: PL/pgSQL resolves NEW.order_number even where AND would skip it.)
-    IF TG_TABLE_NAME = 'orders' THEN
-        IF NEW.order_number IS DISTINCT FROM OLD.order_number THEN
-            RAISE EXCEPTION 'orders.order_number cannot be changed'
-                USING ERRCODE = 'integrity_constraint_violation';
-        END IF;
-    ELSIF TG_TABLE_NAME = 'tasks' THEN
-        IF NEW.created_by IS DISTINCT FROM OLD.created_by AND NEW.created_by IS NOT NULL THEN
-            RAISE EXCEPTION 'tasks.created_by cannot be changed'
-                USING ERRCODE = 'integrity_constraint_violation';
-        END IF;
-    END IF;
-    -- Bookkeeping is the database's: whatever the client sent is replaced.
-    NEW.version := OLD.version;
-    NEW.edit_count := OLD.edit_count;
-    NEW.updated_at := OLD.updated_at;
-    NEW.updated_by := OLD.updated_by;
-    NEW.deleted_by := OLD.deleted_by;
-
-    IF OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN
-        NEW.deleted_at := now();           -- soft delete: record when and who
-        NEW.deleted_by := auth.uid();
-    ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
-        IF public.request_is_end_user() AND NOT public.is_admin() THEN
-            RAISE EXCEPTION 'permission denied: only an admin can restore a deleted %',
-                TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
-        END IF;
-        NEW.deleted_by := NULL;             -- restore
-    ELSIF OLD.deleted_at IS NOT NULL THEN
-        NEW.deleted_at := OLD.deleted_at;   -- a deletion's time is not editable
-    END IF;
-
-    -- Is anything other than bookkeeping different? Compare with the login columns
-    -- (profiles only) set aside, then put them back.
-    IF TG_TABLE_NAME = 'profiles' THEN
-        login_at := NEW.last_login_at;
-        logins := NEW.login_count;
+    IF current_user IN ('anon', 'authenticated') THEN
         NEW.last_login_at := OLD.last_login_at;
         NEW.login_count := OLD.login_count;
-    END IF;
-    IF NEW IS DISTINCT FROM OLD THEN
-        NEW.version := OLD.version + 1;
-        NEW.edit_count := OLD.edit_count + 1;
-        NEW.updated_at := now();
-        NEW.updated_by := auth.uid();  -- only now: it is a function call per row
-    END IF;
-    -- API users cannot write the login columns themselves (the change would leave no trace):
-    -- log_user_activity() does, running as its owner.
-    IF TG_TABLE_NAME = 'profiles' AND current_user NOT IN ('anon', 'authenticated') THEN
-        NEW.last_login_at := login_at;
-        NEW.login_count := logins;
     END IF;
     RETURN NEW;
 END
@@ -574,42 +525,52 @@ $fn$;
 
 -- Updates: any shape of row, by walking its jsonb. The generated per-table functions below
 -- fall back to it whenever the table no longer has exactly the columns they were made for.
-CREATE FUNCTION private.log_update_generic(relation text, old_row jsonb, new_row jsonb)
-    RETURNS void
+-- Returns whether the update changed anything but bookkeeping (and so was logged).
+CREATE FUNCTION private.log_update_generic(relation text, old_row jsonb, new_row jsonb,
+                                           actor uuid)
+    RETURNS boolean
     LANGUAGE sql
     SET search_path = ''
 AS $fn$
-    INSERT INTO public.change_log
-        (table_name, record_id, operation, old_values, new_values, changed_columns, changed_by)
-    SELECT relation, (new_row ->> 'id')::uuid,
-           CASE
-               WHEN old_row ->> 'deleted_at' IS NULL
-                    AND new_row ->> 'deleted_at' IS NOT NULL THEN 'soft_delete'
-               WHEN old_row ->> 'deleted_at' IS NOT NULL
-                    AND new_row ->> 'deleted_at' IS NULL THEN 'restore'
-               ELSE 'update'
-           END::public.change_operation,
-           d.old_values, d.new_values, d.changed,
-           CASE WHEN new_row ? 'updated_by' THEN (new_row ->> 'updated_by')::uuid
-                ELSE auth.uid() END
-      FROM (SELECT array_agg(e.key ORDER BY e.key COLLATE "C") AS changed,
-                   jsonb_object_agg(e.key, old_row -> e.key) AS old_values,
-                   jsonb_object_agg(e.key, e.value) AS new_values
-              FROM jsonb_each(new_row) AS e
-             WHERE e.value IS DISTINCT FROM old_row -> e.key
-               AND e.key <> ALL (ARRAY['updated_at', 'updated_by', 'version', 'edit_count',
-                                       'last_login_at', 'login_count'])) AS d
-     WHERE d.changed IS NOT NULL
+    WITH logged AS (
+        INSERT INTO public.change_log
+            (table_name, record_id, operation, old_values, new_values, changed_columns,
+             changed_by)
+        SELECT relation, (new_row ->> 'id')::uuid,
+               CASE
+                   WHEN old_row ->> 'deleted_at' IS NULL
+                        AND new_row ->> 'deleted_at' IS NOT NULL THEN 'soft_delete'
+                   WHEN old_row ->> 'deleted_at' IS NOT NULL
+                        AND new_row ->> 'deleted_at' IS NULL THEN 'restore'
+                   ELSE 'update'
+               END::public.change_operation,
+               d.old_values, d.new_values, d.changed, actor
+          FROM (SELECT array_agg(e.key ORDER BY e.key COLLATE "C") AS changed,
+                       jsonb_object_agg(e.key, old_row -> e.key) AS old_values,
+                       jsonb_object_agg(e.key, e.value) AS new_values
+                  FROM jsonb_each(new_row) AS e
+                 WHERE e.value IS DISTINCT FROM old_row -> e.key
+                   AND e.key <> ALL (ARRAY['updated_at', 'updated_by', 'version', 'edit_count',
+                                           'last_login_at', 'login_count'])) AS d
+         WHERE d.changed IS NOT NULL
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT FROM logged)
 $fn$;
 
--- Writes (or rewrites) private.log_<table>_update(), the row trigger that logs a table's
--- updates: one typed comparison per column, and only the changed columns turned into jsonb,
--- which costs a fraction of turning both rows into jsonb and walking them. A function made for
--- other columns than the table has now never breaks a write or misses a change: a column
--- added since (an attnum past the ones it knew) or a column it names that is gone (dropped,
--- renamed: the error is caught) sends the row to log_update_generic(). Migrations run through
--- crm-schema or alembic call this again after each transaction, so the fast path follows the
--- table; it skips a table whose function is already current. Returns how many it wrote.
+-- Writes (or rewrites) private.track_<table>_edit(), the one BEFORE UPDATE row trigger that
+-- does a table's edit tracking and logs its updates (docs/benchmark-notes.md: one trigger
+-- call a row instead of two, and no after-trigger queue). It fires last among the table's
+-- BEFORE UPDATE row triggers (triggers fire in name order; verify refuses one sorting after
+-- it), so the row it logs is the row written; if a constraint or a policy then refuses the
+-- row, the statement fails and the log row goes with it. The diff is one typed comparison
+-- per column, and only the changed columns are turned into jsonb, a fraction of the cost of
+-- turning both rows into jsonb and walking them. A function made for other columns than the
+-- table has now never breaks a write or misses a change: a column added since (an attnum
+-- past the ones it knew) or a column it names that is gone (dropped, renamed: the error is
+-- caught) sends the row to log_update_generic(). Migrations run through crm-schema or
+-- alembic call this again after each transaction, so the fast path follows the table; it
+-- skips a table whose function is already current. Returns how many it wrote.
 CREATE FUNCTION private.refresh_change_log(target regclass DEFAULT NULL) RETURNS integer
     LANGUAGE plpgsql
     SET search_path = ''
@@ -618,10 +579,13 @@ DECLARE
     rel record;
     last_attnum integer;
     columns text[];
-    has_updated_by boolean;
+    tracked boolean;
+    stamped boolean;
     signature text;
     func text;
     checks text;
+    before_diff text;
+    after_diff text;
     written integer := 0;
 BEGIN
     FOR rel IN
@@ -630,19 +594,20 @@ BEGIN
            AND (c.oid = target
                 OR target IS NULL AND EXISTS (
                     SELECT 1 FROM pg_catalog.pg_trigger AS t
-                     WHERE t.tgrelid = c.oid AND t.tgname = c.relname || '_log_update'))
+                     WHERE t.tgrelid = c.oid AND t.tgname = c.relname || '_track_edit'))
     LOOP
         SELECT max(a.attnum),
                array_agg(a.attname::text ORDER BY a.attname COLLATE "C")
                    FILTER (WHERE NOT a.attisdropped AND a.attname <> ALL (ARRAY[
                        'updated_at', 'updated_by', 'version', 'edit_count',
                        'last_login_at', 'login_count'])),
-               coalesce(bool_or(a.attname = 'updated_by' AND NOT a.attisdropped), false)
-          INTO last_attnum, columns, has_updated_by
+               coalesce(bool_or(a.attname = 'version' AND NOT a.attisdropped), false),
+               coalesce(bool_or(a.attname = 'updated_at' AND NOT a.attisdropped), false)
+          INTO last_attnum, columns, tracked, stamped
           FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = rel.oid AND a.attnum > 0;
-        func := format('private.%I', 'log_' || rel.name || '_update');
-        signature := format('Logs updates of public.%s; generated by '
-                            'private.refresh_change_log() for attnums up to %s: %s',
+        func := format('private.%I', 'track_' || rel.name || '_edit');
+        signature := format('Edit tracking and change log for updates of public.%s; generated '
+                            'by private.refresh_change_log() for attnums up to %s: %s',
                             rel.name, last_attnum, array_to_string(columns, ', '));
         IF pg_catalog.obj_description(pg_catalog.to_regprocedure(func || '()'), 'pg_proc')
            IS NOT DISTINCT FROM signature THEN
@@ -655,6 +620,63 @@ BEGIN
                 new_values := new_values || pg_catalog.jsonb_build_object(%2$L, NEW.%1$I);
             END IF;$check$, col, col), '')
           INTO checks FROM unnest(columns) AS col;
+        IF tracked THEN
+            before_diff := $track$
+    -- Identity is the database's: no session rewrites it. (tasks.created_by may only become
+    -- NULL: its foreign key does that when the creator's profile is removed.)
+    IF NEW.id IS DISTINCT FROM OLD.id OR NEW.created_at IS DISTINCT FROM OLD.created_at THEN
+        RAISE EXCEPTION '%.id and %.created_at cannot be changed', TG_TABLE_NAME, TG_TABLE_NAME
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;$track$
+            || CASE rel.name
+                   WHEN 'orders' THEN $orders$
+    IF NEW.order_number IS DISTINCT FROM OLD.order_number THEN
+        RAISE EXCEPTION 'orders.order_number cannot be changed'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;$orders$
+                   WHEN 'tasks' THEN $tasks$
+    IF NEW.created_by IS DISTINCT FROM OLD.created_by AND NEW.created_by IS NOT NULL THEN
+        RAISE EXCEPTION 'tasks.created_by cannot be changed'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;$tasks$
+                   ELSE '' END
+            || $track$
+    -- Bookkeeping is the database's: whatever the client sent is replaced.
+    NEW.version := OLD.version;
+    NEW.edit_count := OLD.edit_count;
+    NEW.updated_at := OLD.updated_at;
+    NEW.updated_by := OLD.updated_by;
+    NEW.deleted_by := OLD.deleted_by;
+    IF OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN
+        NEW.deleted_at := pg_catalog.now();  -- soft delete: record when and who
+        NEW.deleted_by := auth.uid();
+        operation := 'soft_delete';
+    ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
+        -- (SECURITY DEFINER changes current_user, not the role the session switched to,
+        -- which is what request_is_end_user() reads.)
+        IF public.request_is_end_user() AND NOT public.is_admin() THEN
+            RAISE EXCEPTION 'permission denied: only an admin can restore a deleted %',
+                TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        NEW.deleted_by := NULL;               -- restore
+        operation := 'restore';
+    ELSIF OLD.deleted_at IS NOT NULL THEN
+        NEW.deleted_at := OLD.deleted_at;     -- a deletion's time is not editable
+    END IF;$track$;
+            after_diff := $track$
+    NEW.version := OLD.version + 1;
+    NEW.edit_count := OLD.edit_count + 1;
+    NEW.updated_at := pg_catalog.now();
+    NEW.updated_by := actor;$track$;
+        ELSIF stamped THEN
+            before_diff := $stamp$
+    NEW.updated_at := OLD.updated_at;$stamp$;
+            after_diff := $stamp$
+    NEW.updated_at := pg_catalog.now();$stamp$;
+        ELSE
+            before_diff := '';
+            after_diff := '';
+        END IF;
         EXECUTE format($create$
 CREATE OR REPLACE FUNCTION %1$s() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -665,42 +687,35 @@ DECLARE
     old_values jsonb := '{}';
     new_values jsonb := '{}';
     operation public.change_operation := 'update';
-    record_id uuid;
     actor uuid;
-BEGIN
+BEGIN%4$s
     IF pg_catalog.has_column_privilege(TG_RELID, %2$s::smallint, 'SELECT') IS NULL THEN
         BEGIN%3$s
-            record_id := NEW.id;
-            %4$s
-            %5$s
         EXCEPTION WHEN OTHERS THEN
             changed := NULL;
         END;
     ELSE
         changed := NULL;
     END IF;
+    IF changed = '{}' THEN
+        RETURN NEW;  -- nothing but bookkeeping: not an edit
+    END IF;
+    actor := auth.uid();  -- only now: it is a function call per row
     IF changed IS NULL THEN
-        PERFORM private.log_update_generic(TG_TABLE_NAME, pg_catalog.to_jsonb(OLD),
-                                           pg_catalog.to_jsonb(NEW));
-    ELSIF changed <> '{}' THEN
+        IF NOT private.log_update_generic(TG_TABLE_NAME, pg_catalog.to_jsonb(OLD),
+                                          pg_catalog.to_jsonb(NEW), actor) THEN
+            RETURN NEW;
+        END IF;
+    ELSE
         INSERT INTO public.change_log
             (table_name, record_id, operation, old_values, new_values, changed_columns,
              changed_by)
-        VALUES (TG_TABLE_NAME, record_id, operation, old_values, new_values, changed, actor);
-    END IF;
-    RETURN NULL;
+        VALUES (TG_TABLE_NAME, NEW.id, operation, old_values, new_values, changed, actor);
+    END IF;%5$s
+    RETURN NEW;
 END
 $fn$$create$,
-            func, last_attnum + 1, checks,
-            CASE WHEN 'deleted_at' = ANY (columns) THEN
-                'IF OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN
-                operation := ''soft_delete'';
-            ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
-                operation := ''restore'';
-            END IF;' ELSE '' END,
-            CASE WHEN has_updated_by
-                 THEN 'actor := NEW.updated_by;  -- track_edit has just set it to auth.uid()'
-                 ELSE 'actor := auth.uid();' END);
+            func, last_attnum + 1, checks, before_diff, after_diff);
         EXECUTE format('COMMENT ON FUNCTION %s() IS %L', func, signature);
         -- (Supabase's default privileges grant new functions to the API roles.)
         EXECUTE format('REVOKE ALL ON FUNCTION %s() FROM PUBLIC, anon, authenticated, '
@@ -714,10 +729,10 @@ $gen$;
 
 FUNCTION_SIGNATURES = (
     "private.log_changes()",
-    "private.log_update_generic(text, jsonb, jsonb)",
+    "private.log_update_generic(text, jsonb, jsonb, uuid)",
     "private.refresh_change_log(regclass)",
     "public.forbid_hard_delete()",
-    "public.track_edit()",
+    "public.guard_login_columns()",
     "public.archive_activity_log_partitions(interval, boolean)",
     "public.log_user_activity(uuid, public.activity_type, public.resource_type, uuid, jsonb)",
     "public.request_client_ip(jsonb)",
@@ -751,8 +766,8 @@ def _log_triggers(table: str) -> str:
         f"CREATE TRIGGER {table}_log_insert AFTER INSERT ON public.{table}\n"
         f"    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT\n"
         f"    EXECUTE FUNCTION private.log_changes();\n"
-        f"CREATE TRIGGER {table}_log_update AFTER UPDATE ON public.{table}\n"
-        f"    FOR EACH ROW EXECUTE FUNCTION private.log_{table}_update();\n"
+        f"CREATE TRIGGER {table}_track_edit BEFORE UPDATE ON public.{table}\n"
+        f"    FOR EACH ROW EXECUTE FUNCTION private.track_{table}_edit();\n"
         f"CREATE TRIGGER {table}_log_delete AFTER DELETE ON public.{table}\n"
         f"    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT\n"
         f"    EXECUTE FUNCTION private.log_changes();\n"
@@ -762,8 +777,6 @@ def _log_triggers(table: str) -> str:
 def _tracked_triggers(table: str) -> str:
     return (
         f"DROP TRIGGER {table}_set_updated_at ON public.{table};\n"
-        f"CREATE TRIGGER {table}_track_edit BEFORE UPDATE ON public.{table}\n"
-        "    FOR EACH ROW EXECUTE FUNCTION public.track_edit();\n"
         f"ALTER TABLE public.{table} ALTER COLUMN updated_by SET DEFAULT auth.uid();\n"
         f"CREATE TRIGGER {table}_forbid_hard_delete BEFORE DELETE ON public.{table}\n"
         "    FOR EACH STATEMENT EXECUTE FUNCTION public.forbid_hard_delete();\n"
@@ -771,11 +784,11 @@ def _tracked_triggers(table: str) -> str:
     )
 
 
-def _permission_table_triggers(table: str) -> str:
-    return (
-        f"CREATE TRIGGER {table}_set_updated_at BEFORE UPDATE ON public.{table}\n"
-        "    FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();\n" + _log_triggers(table)
-    )
+# Sorts before profiles_track_edit, so edit tracking sees the columns as they will be written.
+LOGIN_GUARD = """
+CREATE TRIGGER profiles_guard_logins BEFORE UPDATE OF last_login_at, login_count
+    ON public.profiles FOR EACH ROW EXECUTE FUNCTION public.guard_login_columns();
+"""
 
 
 # Every lock this revision needs, taken in one statement in the application's order (see 0003),
@@ -814,8 +827,8 @@ def upgrade() -> None:
         )
     )
     op.execute(LOCK_TABLES)
-    op.execute("".join(_tracked_triggers(t) for t in TRACKED))
-    op.execute("".join(_permission_table_triggers(t) for t in PERMISSION_TABLES))
+    op.execute("".join(_tracked_triggers(t) for t in TRACKED) + LOGIN_GUARD)
+    op.execute("".join(_log_triggers(t) for t in PERMISSION_TABLES))
 
 
 def _drop_triggers(table: str, names: Sequence[str]) -> str:
@@ -823,12 +836,13 @@ def _drop_triggers(table: str, names: Sequence[str]) -> str:
 
 
 def downgrade() -> None:
-    logs = ("log_insert", "log_update", "log_delete")
+    logs = ("log_insert", "track_edit", "log_delete")
     op.execute(LOCK_TABLES_DOWN)
     op.execute(
-        "".join(_drop_triggers(t, ("set_updated_at", *logs)) for t in PERMISSION_TABLES)
+        "DROP TRIGGER profiles_guard_logins ON public.profiles;\n"
+        + "".join(_drop_triggers(t, logs) for t in PERMISSION_TABLES)
         + "".join(
-            _drop_triggers(t, ("track_edit", "forbid_hard_delete", *logs))
+            _drop_triggers(t, ("forbid_hard_delete", *logs))
             + f"ALTER TABLE public.{t} ALTER COLUMN updated_by DROP DEFAULT;\n"
             + f"CREATE TRIGGER {t}_set_updated_at BEFORE UPDATE ON public.{t} "
             "FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();\n"
@@ -868,7 +882,7 @@ DROP SCHEMA activity_archive;
     op.execute("".join(f"DROP FUNCTION {sig};\n" for sig in FUNCTION_SIGNATURES))
     op.execute(
         "".join(
-            f"DROP FUNCTION private.log_{t}_update();\n" for t in (*TRACKED, *PERMISSION_TABLES)
+            f"DROP FUNCTION private.track_{t}_edit();\n" for t in (*TRACKED, *PERMISSION_TABLES)
         )
     )
     op.execute(DROP_PRIVATE_SCHEMA)
