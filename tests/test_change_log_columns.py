@@ -4,8 +4,6 @@ write."""
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -269,53 +267,3 @@ def test_the_log_shows_the_row_as_written_after_the_other_before_triggers(
     stored = q(crm, "SELECT to_jsonb(p) FROM user_permissions AS p WHERE id = :g", g=grant)
     assert new == {column: stored[column] for column in columns}
     assert new["granted_by"] == str(s.ADMIN)
-
-
-def test_concurrent_updates_chain_in_the_log(db_url: URL) -> None:
-    """The second of two updates racing for a row waits for the first, and then logs the
-    first one's result as its old values: the log replays to the row."""
-    engine = create_engine(db_url, poolclass=pool.NullPool)
-    try:
-        with engine.begin() as setup:
-            s.load(setup)
-            setup.execute(text("DELETE FROM change_log"))
-            before = q(setup, "SELECT version FROM orders WHERE id = :o", o=s.ORDER_A)
-        first = engine.connect()
-        first.execute(text("UPDATE orders SET notes = 'first' WHERE id = :o"), {"o": s.ORDER_A})
-        errors: list[BaseException] = []
-
-        def second() -> None:
-            try:
-                with engine.begin() as other:
-                    other.execute(
-                        text("UPDATE orders SET notes = 'second' WHERE id = :o"),
-                        {"o": s.ORDER_A},
-                    )
-            except BaseException as exc:  # reported by the main thread
-                errors.append(exc)
-
-        racer = threading.Thread(target=second)
-        racer.start()
-        with engine.connect() as watcher:  # wait until the second update waits for the row lock
-            for _ in range(500):
-                waiting = q(
-                    watcher,
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE 'UPDATE orders SET notes = ''second''%'",
-                )
-                if waiting:
-                    break
-                time.sleep(0.01)
-        assert waiting == 1
-        first.commit()
-        first.close()
-        racer.join(timeout=30)
-        assert not errors
-        with engine.connect() as check:
-            updates = [r for r in logged(check, s.ORDER_A) if r[0] == "update"]
-            version = q(check, "SELECT version FROM orders WHERE id = :o", o=s.ORDER_A)
-        assert [new["notes"] for *_, new, _ in updates] == ["first", "second"]
-        assert updates[1][2] == {"notes": "first"}  # the second's old values: the first's new
-        assert version == before + 2
-    finally:
-        engine.dispose()

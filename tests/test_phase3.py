@@ -736,6 +736,8 @@ def test_concurrent_updates_are_both_counted(engine: Engine) -> None:
             ),
             {"o": s.ORDER_A},
         ).scalars()
+        # The second's trigger ran on the row the first committed (its OLD has notes =
+        # 'first'): with a stale OLD, notes would be logged again as changed.
         assert list(logged) == [["notes"], ["total_amount"]]
 
 
