@@ -173,6 +173,10 @@ DESIGNS[SHIM] = CRM_ALL
 # At least 5 rounds; BENCH_TRACKING_REPEATS, BENCH_TRACKING_DESIGNS (a ';'-separated
 # subset of DESIGNS) and BENCH_TRACKING_WORKLOADS shorten a run while iterating.
 TRACKING_REPEATS = int(os.environ.get("BENCH_TRACKING_REPEATS", str(max(5, REPEATS))))
+# The single-row workloads get two rounds more: their margins against 91plus are the
+# smallest, and one transaction each is the noisiest (every commit waits for its WAL flush on
+# this shared disk).
+SINGLE_ROW = (2, 3, 4)
 CHOSEN = {d.strip() for d in os.environ.get("BENCH_TRACKING_DESIGNS", "").split(";") if d}
 # BENCH_TRACKING_WORKLOADS: the numbers (1-6) of the workloads to run, e.g. "2,3".
 PICKED = {w.strip() for w in os.environ.get("BENCH_TRACKING_WORKLOADS", "").split(",") if w}
@@ -246,17 +250,47 @@ def _delete_fodder(engine: Engine) -> None:
         conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
 
 
+# Every sample order has updated_by NULL (loaded with no JWT), as every row has right after
+# the migration. This project's first edit of such a row fills it in, 16 bytes more; the
+# anchors never do. The update workloads that roll back would repeat that first edit in every
+# round, a cost a row pays once. So single-row updates in one transaction are timed on the
+# rows as loaded ("first edit after the migration"); then every target row gets an
+# updated_by, as a row written through the API has, and all six workloads are timed on that:
+# the steady state, which the goal is judged on.
+FIRST_EDIT = (2,)
+
+
+def _settle(engine: Engine, who: object) -> None:
+    """The target orders as a signed-in edit leaves them (triggers off: no log rows)."""
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE public.orders DISABLE TRIGGER USER"))
+        conn.execute(
+            text(
+                "UPDATE public.orders AS o SET updated_by = :who FROM bench.targets AS t "
+                "WHERE o.id = t.id AND o.updated_by IS NULL"
+            ),
+            {"who": who},
+        )
+        conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
+
+
 def _rounds(
-    engine: Engine, sql: str, commits: bool, designs: list[str], claims: str, shim: str
+    engine: Engine,
+    sql: str,
+    commits: bool,
+    designs: list[str],
+    claims: str,
+    shim: str,
+    repeats: int,
 ) -> dict[str, list[float]]:
     """Seconds per design and round; each round runs every design once, in rotated order."""
     times: dict[str, list[float]] = {d: [] for d in designs}
-    for turn in range(TRACKING_REPEATS):
+    for turn in range(repeats):
         for design in designs[turn % len(designs) :] + designs[: turn % len(designs)]:
             uid = shim if design == SHIM else SUPABASE_UID
             times[design].append(_run_workload(engine, sql, commits, DESIGNS[design], claims, uid))
         print(
-            f"      round {turn + 1}/{TRACKING_REPEATS}: "
+            f"      round {turn + 1}/{repeats}: "
             + ", ".join(f"{d} {t[-1]:.2f}s" for d, t in times.items()),
             flush=True,
         )
@@ -298,15 +332,25 @@ def change_tracking(engine: Engine, results: Results) -> None:
         if (d == "none" or not CHOSEN or d in CHOSEN)
         and (d.startswith(("none", "crm-schema")) or d in names)
     ]
+    picked = [
+        (number, workload, sql.format(d=dispensary, a=agent), commits)
+        for number, (workload, (sql, commits)) in enumerate(WORKLOADS.items(), 1)
+        if not PICKED or str(number) in PICKED
+    ]
+
+    def measure(number: int, workload: str, sql: str, commits: bool) -> None:
+        print(f"    {workload}:", flush=True)
+        repeats = TRACKING_REPEATS + 2 if number in SINGLE_ROW else TRACKING_REPEATS
+        times = _rounds(engine, sql, commits, designs, claims, shim, repeats)
+        _report(results, workload, times, designs)
+
     try:
-        for number, (workload, (sql, commits)) in enumerate(WORKLOADS.items(), 1):
-            if PICKED and str(number) not in PICKED:
-                continue
-            print(f"    {workload}:", flush=True)
-            times = _rounds(
-                engine, sql.format(d=dispensary, a=agent), commits, designs, claims, shim
-            )
-            _report(results, workload, times, designs)
+        for number, workload, sql, commits in picked:
+            if number in FIRST_EDIT:
+                measure(number, f"{workload}, first edit after the migration", sql, commits)
+        _settle(engine, agent)
+        for number, workload, sql, commits in picked:
+            measure(number, workload, sql, commits)
     finally:
         with engine.begin() as conn:  # the anchors and the fodder go: later steps see the CRM
             conn.exec_driver_sql(shim)
@@ -321,7 +365,7 @@ def _report(
 ) -> None:
     results.add(
         "change tracking",
-        f"{workload}: no trigger (median of {TRACKING_REPEATS})",
+        f"{workload}: no trigger (median of {len(times['none'])})",
         f"{statistics.median(times['none']):.2f} s",
     )
     anchor = anchors.AUDIT_91PLUS.name

@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 
 from crm_schema import migrations
+from crm_schema.runbook.baseline import CRM_TABLES
 from tests import sample_data as s
 from tests.helpers import act_as, reset_role
 
@@ -537,6 +538,49 @@ def test_edit_tracking_overrides_what_the_client_sends(crm: Connection) -> None:
     assert changes(crm, s.ORDER_A) == [("update", s.AGENT_A, ["notes"])]
 
 
+BOOKKEEPING = "version, edit_count, updated_at, updated_by, deleted_at, deleted_by"
+
+
+@pytest.mark.parametrize("table", CRM_TABLES)
+def test_forged_bookkeeping_alone_changes_nothing(crm: Connection, table: str) -> None:
+    """Sent with no real change (a direct session; API users cannot name these columns), the
+    bookkeeping and deletion values are put back, nothing is logged, and a live row stays
+    live: a forged deleted_by is not a soft delete."""
+    row = q(crm, f"SELECT min(id::text)::uuid FROM {table}")
+    read = f"SELECT {BOOKKEEPING} FROM {table} WHERE id = :r"
+    before = crm.execute(text(read), {"r": row}).one()
+    crm.execute(
+        text(
+            f"UPDATE {table} SET version = 99, edit_count = 42, updated_at = '2000-01-01', "
+            "updated_by = :other, deleted_by = :other WHERE id = :r"
+        ),
+        {"other": s.AGENT_B, "r": row},
+    )
+    assert crm.execute(text(read), {"r": row}).one() == before
+    assert changes(crm, row) == []
+
+
+def test_a_deletion_keeps_its_time_and_author(crm: Connection) -> None:
+    signed_in = json.dumps({"sub": str(s.ADMIN), "role": "authenticated"})
+    crm.execute(text("SELECT set_config('request.jwt.claims', :c, true)"), {"c": signed_in})
+    crm.execute(text("UPDATE orders SET deleted_at = now() WHERE id = :o"), {"o": s.ORDER_A})
+    read = "SELECT deleted_at, deleted_by FROM orders WHERE id = :o"
+    deleted = crm.execute(text(read), {"o": s.ORDER_A}).one()
+    crm.execute(
+        text(
+            "UPDATE orders SET deleted_at = '2001-01-01', deleted_by = :other, notes = 'later' "
+            "WHERE id = :o"
+        ),
+        {"other": s.AGENT_B, "o": s.ORDER_A},
+    )
+    assert crm.execute(text(read), {"o": s.ORDER_A}).one() == deleted
+    assert deleted.deleted_by == s.ADMIN
+    assert changes(crm, s.ORDER_A) == [
+        ("soft_delete", s.ADMIN, ["deleted_at", "deleted_by"]),
+        ("update", s.ADMIN, ["notes"]),
+    ]
+
+
 @pytest.mark.parametrize(
     "column", ["version", "edit_count", "updated_at", "updated_by", "deleted_at", "deleted_by"]
 )
@@ -596,6 +640,42 @@ def test_id_cannot_change(crm: Connection) -> None:
         crm.execute(
             text("UPDATE orders SET id = gen_random_uuid() WHERE id = :o"), {"o": s.ORDER_A}
         )
+
+
+@pytest.mark.parametrize("table", CRM_TABLES)
+def test_identity_columns_cannot_change(crm: Connection, table: str) -> None:
+    """Refused before the diff (which therefore leaves these columns out): no write hides it."""
+    with pytest.raises(IntegrityError, match=rf"{table}\.id and {table}\.created_at cannot be"):
+        crm.execute(
+            text(
+                f"UPDATE {table} SET created_at = created_at - interval '1 day' "
+                f"WHERE id = (SELECT min(id::text)::uuid FROM {table})"
+            )
+        )
+
+
+def test_order_number_cannot_change(crm: Connection) -> None:
+    with pytest.raises(IntegrityError, match=r"orders\.order_number cannot be changed"):
+        crm.execute(
+            text("UPDATE orders SET order_number = order_number + 1 WHERE id = :o"),
+            {"o": s.ORDER_A},
+        )
+
+
+def test_a_task_creator_going_null_is_logged(crm: Connection) -> None:
+    """The one identity column that may change (its foreign key empties it when the creator's
+    profile goes): the change is logged like any other."""
+    task, creator = crm.execute(
+        text("SELECT id, created_by FROM tasks WHERE created_by IS NOT NULL ORDER BY id LIMIT 1")
+    ).one()
+    crm.execute(text("UPDATE tasks SET created_by = NULL WHERE id = :t"), {"t": task})
+    logged = crm.execute(
+        text("SELECT changed_columns, old_values, new_values FROM change_log WHERE record_id = :t"),
+        {"t": task},
+    ).all()
+    assert [tuple(r) for r in logged] == [
+        (["created_by"], {"created_by": str(creator)}, {"created_by": None})
+    ]
 
 
 def test_no_op_updates_leave_no_trace(crm: Connection) -> None:

@@ -586,6 +586,7 @@ DECLARE
     checks text;
     before_diff text;
     after_diff text;
+    unchanged text;
     written integer := 0;
 BEGIN
     FOR rel IN
@@ -605,6 +606,15 @@ BEGIN
                coalesce(bool_or(a.attname = 'updated_at' AND NOT a.attisdropped), false)
           INTO last_attnum, columns, tracked, stamped
           FROM pg_catalog.pg_attribute AS a WHERE a.attrelid = rel.oid AND a.attnum > 0;
+        IF tracked THEN
+            -- The identity checks below refuse any change to these, so comparing them again
+            -- in the diff would be dead work. (tasks.created_by stays: it may become NULL.)
+            columns := ARRAY(SELECT u.col FROM unnest(columns) WITH ORDINALITY AS u (col, n)
+                              WHERE u.col <> ALL (CASE rel.name WHEN 'orders'
+                                                   THEN ARRAY['id', 'created_at', 'order_number']
+                                                   ELSE ARRAY['id', 'created_at'] END)
+                              ORDER BY u.n);
+        END IF;
         func := format('private.%I', 'track_' || rel.name || '_edit');
         signature := format('Edit tracking and change log for updates of public.%s; generated '
                             'by private.refresh_change_log() for attnums up to %s: %s',
@@ -621,60 +631,81 @@ BEGIN
             END IF;$check$, col, col), '')
           INTO checks FROM unnest(columns) AS col;
         IF tracked THEN
-            before_diff := $track$
+            -- Each statement below is an expression PL/pgSQL prepares again in every
+            -- transaction, so the common path (a live row, a real change) runs as few as it
+            -- can: one test for the identity columns, one for the deletion columns, and the
+            -- bookkeeping reset only where nothing else overwrites it (docs/benchmark-notes.md).
+            before_diff := format($track$
     -- Identity is the database's: no session rewrites it. (tasks.created_by may only become
     -- NULL: its foreign key does that when the creator's profile is removed.)
-    IF NEW.id IS DISTINCT FROM OLD.id OR NEW.created_at IS DISTINCT FROM OLD.created_at THEN
-        RAISE EXCEPTION '%.id and %.created_at cannot be changed', TG_TABLE_NAME, TG_TABLE_NAME
-            USING ERRCODE = 'integrity_constraint_violation';
-    END IF;$track$
-            || CASE rel.name
-                   WHEN 'orders' THEN $orders$
-    IF NEW.order_number IS DISTINCT FROM OLD.order_number THEN
-        RAISE EXCEPTION 'orders.order_number cannot be changed'
-            USING ERRCODE = 'integrity_constraint_violation';
-    END IF;$orders$
-                   WHEN 'tasks' THEN $tasks$
-    IF NEW.created_by IS DISTINCT FROM OLD.created_by AND NEW.created_by IS NOT NULL THEN
-        RAISE EXCEPTION 'tasks.created_by cannot be changed'
-            USING ERRCODE = 'integrity_constraint_violation';
-    END IF;$tasks$
-                   ELSE '' END
+    IF NEW.id IS DISTINCT FROM OLD.id OR NEW.created_at IS DISTINCT FROM OLD.created_at%s THEN%s
+        RAISE EXCEPTION '%%.id and %%.created_at cannot be changed', TG_TABLE_NAME,
+            TG_TABLE_NAME USING ERRCODE = 'integrity_constraint_violation';
+    END IF;$track$,
+                CASE rel.name
+                    WHEN 'orders' THEN $orders$
+       OR NEW.order_number IS DISTINCT FROM OLD.order_number$orders$
+                    WHEN 'tasks' THEN $tasks$
+       OR NEW.created_by IS DISTINCT FROM OLD.created_by AND NEW.created_by IS NOT NULL$tasks$
+                    ELSE '' END,
+                CASE rel.name
+                    WHEN 'orders' THEN $orders$
+        IF NEW.order_number IS DISTINCT FROM OLD.order_number THEN
+            RAISE EXCEPTION 'orders.order_number cannot be changed'
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;$orders$
+                    WHEN 'tasks' THEN $tasks$
+        IF NEW.created_by IS DISTINCT FROM OLD.created_by AND NEW.created_by IS NOT NULL THEN
+            RAISE EXCEPTION 'tasks.created_by cannot be changed'
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;$tasks$
+                    ELSE '' END)
             || $track$
-    -- Bookkeeping is the database's: whatever the client sent is replaced.
-    NEW.version := OLD.version;
-    NEW.edit_count := OLD.edit_count;
-    NEW.updated_at := OLD.updated_at;
-    NEW.updated_by := OLD.updated_by;
-    NEW.deleted_by := OLD.deleted_by;
-    IF OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN
-        NEW.deleted_at := pg_catalog.now();  -- soft delete: record when and who
-        NEW.deleted_by := auth.uid();
-        operation := 'soft_delete';
-    ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
-        -- (SECURITY DEFINER changes current_user, not the role the session switched to,
-        -- which is what request_is_end_user() reads.)
-        IF public.request_is_end_user() AND NOT public.is_admin() THEN
-            RAISE EXCEPTION 'permission denied: only an admin can restore a deleted %',
-                TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+    -- Deletion is the database's too: deleted_by is never the client's, and a deletion's
+    -- time is not editable. A live row left live skips all of it.
+    IF NEW.deleted_at IS NOT NULL OR OLD.deleted_at IS NOT NULL
+       OR NEW.deleted_by IS DISTINCT FROM OLD.deleted_by THEN
+        NEW.deleted_by := OLD.deleted_by;
+        IF OLD.deleted_at IS NULL THEN
+            IF NEW.deleted_at IS NOT NULL THEN
+                NEW.deleted_at := pg_catalog.now();  -- soft delete: record when and who
+                NEW.deleted_by := auth.uid();
+                operation := 'soft_delete';
+            END IF;
+        ELSIF NEW.deleted_at IS NULL THEN
+            -- (SECURITY DEFINER changes current_user, not the role the session switched to,
+            -- which is what request_is_end_user() reads.)
+            IF public.request_is_end_user() AND NOT public.is_admin() THEN
+                RAISE EXCEPTION 'permission denied: only an admin can restore a deleted %',
+                    TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            NEW.deleted_by := NULL;               -- restore
+            operation := 'restore';
+        ELSE
+            NEW.deleted_at := OLD.deleted_at;
         END IF;
-        NEW.deleted_by := NULL;               -- restore
-        operation := 'restore';
-    ELSIF OLD.deleted_at IS NOT NULL THEN
-        NEW.deleted_at := OLD.deleted_at;     -- a deletion's time is not editable
     END IF;$track$;
+            -- Bookkeeping is the database's: whatever the client sent is replaced, by the
+            -- bump after a real change or by the old values when there is none.
+            unchanged := $track$
+        NEW.version := OLD.version;
+        NEW.edit_count := OLD.edit_count;
+        NEW.updated_at := OLD.updated_at;
+        NEW.updated_by := OLD.updated_by;$track$;
             after_diff := $track$
     NEW.version := OLD.version + 1;
     NEW.edit_count := OLD.edit_count + 1;
     NEW.updated_at := pg_catalog.now();
     NEW.updated_by := actor;$track$;
         ELSIF stamped THEN
-            before_diff := $stamp$
-    NEW.updated_at := OLD.updated_at;$stamp$;
+            before_diff := '';
+            unchanged := $stamp$
+        NEW.updated_at := OLD.updated_at;$stamp$;
             after_diff := $stamp$
     NEW.updated_at := pg_catalog.now();$stamp$;
         ELSE
             before_diff := '';
+            unchanged := '';
             after_diff := '';
         END IF;
         EXECUTE format($create$
@@ -697,13 +728,13 @@ BEGIN%4$s
     ELSE
         changed := NULL;
     END IF;
-    IF changed = '{}' THEN
-        RETURN NEW;  -- nothing but bookkeeping: not an edit
+    IF changed = '{}' THEN  -- nothing but bookkeeping: not an edit%6$s
+        RETURN NEW;
     END IF;
     actor := auth.uid();  -- only now: it is a function call per row
     IF changed IS NULL THEN
         IF NOT private.log_update_generic(TG_TABLE_NAME, pg_catalog.to_jsonb(OLD),
-                                          pg_catalog.to_jsonb(NEW), actor) THEN
+                                          pg_catalog.to_jsonb(NEW), actor) THEN%6$s
             RETURN NEW;
         END IF;
     ELSE
@@ -715,7 +746,7 @@ BEGIN%4$s
     RETURN NEW;
 END
 $fn$$create$,
-            func, last_attnum + 1, checks, before_diff, after_diff);
+            func, last_attnum + 1, checks, before_diff, after_diff, unchanged);
         EXECUTE format('COMMENT ON FUNCTION %s() IS %L', func, signature);
         -- (Supabase's default privileges grant new functions to the API roles.)
         EXECUTE format('REVOKE ALL ON FUNCTION %s() FROM PUBLIC, anon, authenticated, '
