@@ -560,6 +560,29 @@ def test_forged_bookkeeping_alone_changes_nothing(crm: Connection, table: str) -
     assert changes(crm, row) == []
 
 
+def test_forged_bookkeeping_alone_changes_nothing_on_the_generic_path(crm: Connection) -> None:
+    crm.execute(text("ALTER TABLE orders ADD COLUMN courier text"))  # the generic path now
+    read = f"SELECT {BOOKKEEPING} FROM orders WHERE id = :o"
+    before = crm.execute(text(read), {"o": s.ORDER_A}).one()
+    crm.execute(
+        text(
+            "UPDATE orders SET version = 99, edit_count = 42, updated_at = '2000-01-01', "
+            "updated_by = :other, deleted_by = :other WHERE id = :o"
+        ),
+        {"other": s.AGENT_B, "o": s.ORDER_A},
+    )
+    assert crm.execute(text(read), {"o": s.ORDER_A}).one() == before
+    assert changes(crm, s.ORDER_A) == []
+
+
+def test_a_forged_timestamp_alone_changes_no_permission_row(crm: Connection) -> None:
+    read = "SELECT id, updated_at FROM role_permissions ORDER BY id"
+    before = crm.execute(text(read)).all()
+    crm.execute(text("UPDATE role_permissions SET updated_at = '2000-01-01'"))
+    assert crm.execute(text(read)).all() == before
+    assert q(crm, "SELECT count(*) FROM change_log") == 0
+
+
 def test_a_deletion_keeps_its_time_and_author(crm: Connection) -> None:
     signed_in = json.dumps({"sub": str(s.ADMIN), "role": "authenticated"})
     crm.execute(text("SELECT set_config('request.jwt.claims', :c, true)"), {"c": signed_in})
@@ -659,6 +682,33 @@ def test_order_number_cannot_change(crm: Connection) -> None:
         crm.execute(
             text("UPDATE orders SET order_number = order_number + 1 WHERE id = :o"),
             {"o": s.ORDER_A},
+        )
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value"),
+    [("orders", "order_number", "order_number + 1"), ("tasks", "created_by", ":someone")],
+)
+def test_a_changed_id_or_created_at_is_named_first(
+    crm: Connection, table: str, column: str, value: str
+) -> None:
+    """Alone, the table's own identity column has its message; with id or created_at it
+    gives way to theirs."""
+    row = q(crm, f"SELECT id FROM {table} WHERE {column} IS NOT NULL ORDER BY id LIMIT 1")
+    change = f"{column} = {value}"
+    crm.execute(text("SAVEPOINT alone"))
+    with pytest.raises(IntegrityError, match=rf"{table}\.{column} cannot be changed"):
+        crm.execute(
+            text(f"UPDATE {table} SET {change} WHERE id = :r"), {"someone": s.AGENT_B, "r": row}
+        )
+    crm.execute(text("ROLLBACK TO SAVEPOINT alone"))
+    with pytest.raises(IntegrityError, match=rf"{table}\.id and {table}\.created_at cannot be"):
+        crm.execute(
+            text(
+                f"UPDATE {table} SET created_at = created_at - interval '1 day', {change} "
+                "WHERE id = :r"
+            ),
+            {"someone": s.AGENT_B, "r": row},
         )
 
 

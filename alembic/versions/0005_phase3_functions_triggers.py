@@ -638,9 +638,11 @@ BEGIN
             before_diff := format($track$
     -- Identity is the database's: no session rewrites it. (tasks.created_by may only become
     -- NULL: its foreign key does that when the creator's profile is removed.)
-    IF NEW.id IS DISTINCT FROM OLD.id OR NEW.created_at IS DISTINCT FROM OLD.created_at%s THEN%s
-        RAISE EXCEPTION '%%.id and %%.created_at cannot be changed', TG_TABLE_NAME,
-            TG_TABLE_NAME USING ERRCODE = 'integrity_constraint_violation';
+    IF NEW.id IS DISTINCT FROM OLD.id OR NEW.created_at IS DISTINCT FROM OLD.created_at%s THEN
+        IF NEW.id IS DISTINCT FROM OLD.id OR NEW.created_at IS DISTINCT FROM OLD.created_at THEN
+            RAISE EXCEPTION '%%.id and %%.created_at cannot be changed', TG_TABLE_NAME,
+                TG_TABLE_NAME USING ERRCODE = 'integrity_constraint_violation';
+        END IF;%s
     END IF;$track$,
                 CASE rel.name
                     WHEN 'orders' THEN $orders$
@@ -648,17 +650,14 @@ BEGIN
                     WHEN 'tasks' THEN $tasks$
        OR NEW.created_by IS DISTINCT FROM OLD.created_by AND NEW.created_by IS NOT NULL$tasks$
                     ELSE '' END,
+                -- (Reached only when the table's own identity column changed.)
                 CASE rel.name
                     WHEN 'orders' THEN $orders$
-        IF NEW.order_number IS DISTINCT FROM OLD.order_number THEN
-            RAISE EXCEPTION 'orders.order_number cannot be changed'
-                USING ERRCODE = 'integrity_constraint_violation';
-        END IF;$orders$
+        RAISE EXCEPTION 'orders.order_number cannot be changed'
+            USING ERRCODE = 'integrity_constraint_violation';$orders$
                     WHEN 'tasks' THEN $tasks$
-        IF NEW.created_by IS DISTINCT FROM OLD.created_by AND NEW.created_by IS NOT NULL THEN
-            RAISE EXCEPTION 'tasks.created_by cannot be changed'
-                USING ERRCODE = 'integrity_constraint_violation';
-        END IF;$tasks$
+        RAISE EXCEPTION 'tasks.created_by cannot be changed'
+            USING ERRCODE = 'integrity_constraint_violation';$tasks$
                     ELSE '' END)
             || $track$
     -- Deletion is the database's too: deleted_by is never the client's, and a deletion's
