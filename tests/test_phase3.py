@@ -694,8 +694,12 @@ def test_a_changed_id_or_created_at_is_named_first(
 ) -> None:
     """Alone, the table's own identity column has its message; with id or created_at it
     gives way to theirs."""
-    row = q(crm, f"SELECT id FROM {table} WHERE {column} IS NOT NULL ORDER BY id LIMIT 1")
     change = f"{column} = {value}"
+    row = q(
+        crm,
+        f"SELECT id FROM {table} WHERE {column} IS DISTINCT FROM {value} ORDER BY id LIMIT 1",
+        someone=s.AGENT_B,
+    )
     crm.execute(text("SAVEPOINT alone"))
     with pytest.raises(IntegrityError, match=rf"{table}\.{column} cannot be changed"):
         crm.execute(
