@@ -241,18 +241,22 @@ def _run_workload(
         return elapsed
 
 
-def _delete_fodder(engine: Engine) -> None:
-    """100 000 orders without lines, so the delete measures orders' triggers alone."""
+def _untracked(engine: Engine, sql: str, **params: object) -> None:
+    """Run ``sql`` on orders with its triggers off: bench set-up, logged by no design."""
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE public.orders DISABLE TRIGGER USER"))
-        conn.execute(
-            text(
-                "INSERT INTO public.orders (dispensary_id, total_amount, notes) "
-                "SELECT (SELECT id FROM public.dispensary_profiles ORDER BY id LIMIT 1), 0, "
-                f"'{FODDER}' FROM generate_series(1, 100000)"
-            )
-        )
+        conn.execute(text(sql), params)
         conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
+
+
+def _delete_fodder(engine: Engine) -> None:
+    """100 000 orders without lines, so the delete measures orders' triggers alone."""
+    _untracked(
+        engine,
+        "INSERT INTO public.orders (dispensary_id, total_amount, notes) "
+        "SELECT (SELECT id FROM public.dispensary_profiles ORDER BY id LIMIT 1), 0, "
+        f"'{FODDER}' FROM generate_series(1, 100000)",
+    )
 
 
 # Every sample order has updated_by NULL (loaded with no JWT), as every row has right after
@@ -267,16 +271,12 @@ FIRST_EDIT = (2,)
 
 def _settle(engine: Engine, who: object) -> None:
     """The target orders as a signed-in edit leaves them (triggers off: no log rows)."""
-    with engine.begin() as conn:
-        conn.execute(text("ALTER TABLE public.orders DISABLE TRIGGER USER"))
-        conn.execute(
-            text(
-                "UPDATE public.orders AS o SET updated_by = :who FROM bench.targets AS t "
-                "WHERE o.id = t.id AND o.updated_by IS NULL"
-            ),
-            {"who": who},
-        )
-        conn.execute(text("ALTER TABLE public.orders ENABLE TRIGGER USER"))
+    _untracked(
+        engine,
+        "UPDATE public.orders AS o SET updated_by = :who FROM bench.targets AS t "
+        "WHERE o.id = t.id AND o.updated_by IS NULL",
+        who=who,
+    )
 
 
 def _rounds(
