@@ -18,7 +18,6 @@ class ChangeLog(Base):
     __tablename__ = "change_log"
     __table_args__ = (
         Index("change_log_record_idx", "record_id", text("changed_at DESC")),
-        Index("change_log_changed_by_idx", "changed_by", text("changed_at DESC")),
         {"comment": "One row per real change to a tracked table, written by triggers only."},
     )
 
